@@ -1,0 +1,782 @@
+/*
+ * dir.c - directory entries: find, add, remove, replace, iterate.
+ *
+ * Lookups and removals in hashed (htree) directories go straight to the
+ * leaf block the name hashes to, so they cost a few block reads whatever
+ * the directory's size; linear directories are scanned block by block.
+ * New entries go in through libext2fs's ext2fs_link(), which already
+ * inserts into htree directories by hash; like the kernel, a linear
+ * directory that outgrows its first block is turned into an htree first
+ * (htree.c), so directories fuse4fs grows stay fast for everyone.
+ *
+ * Every directory block read here is checked entry by entry before use:
+ * a damaged rec_len must never send us outside the block.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuse4fs.h"
+
+int f4_ftype_to_dt(int ftype)
+{
+	switch (ftype) {
+	case EXT2_FT_REG_FILE:	return DT_REG;
+	case EXT2_FT_DIR:	return DT_DIR;
+	case EXT2_FT_CHRDEV:	return DT_CHR;
+	case EXT2_FT_BLKDEV:	return DT_BLK;
+	case EXT2_FT_FIFO:	return DT_FIFO;
+	case EXT2_FT_SOCK:	return DT_SOCK;
+	case EXT2_FT_SYMLINK:	return DT_LNK;
+	}
+	return DT_UNKNOWN;
+}
+
+int f4_mode_to_ftype(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:	return EXT2_FT_REG_FILE;
+	case S_IFDIR:	return EXT2_FT_DIR;
+	case S_IFCHR:	return EXT2_FT_CHRDEV;
+	case S_IFBLK:	return EXT2_FT_BLKDEV;
+	case S_IFIFO:	return EXT2_FT_FIFO;
+	case S_IFSOCK:	return EXT2_FT_SOCK;
+	case S_IFLNK:	return EXT2_FT_SYMLINK;
+	}
+	return EXT2_FT_UNKNOWN;
+}
+
+static unsigned int csum_size(struct f4fs *f)
+{
+	return ext2fs_has_feature_metadata_csum(f->fs->super) ?
+	       sizeof(struct ext2_dir_entry_tail) : 0;
+}
+
+static int read_dir_inode(struct f4fs *f, ext2_ino_t dir,
+			  struct ext2_inode_large *inode)
+{
+	int ret = f4_read_inode(f, dir, inode);
+
+	if (ret)
+		return ret;
+	if (!LINUX_S_ISDIR(inode->i_mode))
+		return -ENOTDIR;
+	return 0;
+}
+
+/* ---- one directory block ---------------------------------------------- */
+
+/*
+ * Step to the entry at off, checking it fits the block.  Returns the
+ * entry's rec_len, 0 at the end of the block, or -EFSCORRUPTED.
+ */
+static int dirent_at(struct f4fs *f, const char *buf, unsigned int off,
+		     unsigned int end, struct ext2_dir_entry **dep)
+{
+	struct ext2_dir_entry *de;
+	unsigned int rec_len;
+
+	if (off >= end)
+		return 0;
+	if (end - off < 8)
+		return -EFSCORRUPTED;
+	de = (struct ext2_dir_entry *)(buf + off);
+	if (ext2fs_get_rec_len(f->fs, de, &rec_len))
+		return -EFSCORRUPTED;
+	if (rec_len < 8 || rec_len % 4 || rec_len > end - off ||
+	    (unsigned int)ext2fs_dirent_name_len(de) + 8 > rec_len)
+		return -EFSCORRUPTED;
+	*dep = de;
+	return rec_len;
+}
+
+/* Where entries stop: before the checksum tail, if there is one. */
+static unsigned int block_end(struct f4fs *f, const char *buf)
+{
+	unsigned int bs = f->blocksize, cs = csum_size(f);
+	const struct ext2_dir_entry_tail *t;
+
+	if (!cs)
+		return bs;
+	t = (const struct ext2_dir_entry_tail *)(buf + bs - cs);
+	if (t->det_reserved_zero1 == 0 &&
+	    t->det_rec_len == sizeof(*t) &&
+	    t->det_reserved_name_len == EXT2_DIR_NAME_LEN_CSUM)
+		return bs - cs;
+	return bs;
+}
+
+struct found {
+	blk64_t pblk;
+	unsigned int off;		/* of the entry */
+	unsigned int prev_off;		/* of the entry before, or ~0 */
+	ext2_ino_t ino;
+	int ftype;
+};
+
+/* Search one block for name.  1 found, 0 not here, <0 damaged. */
+static int search_block(struct f4fs *f, ext2_ino_t dir, const char *buf,
+			const char *name, size_t len, struct found *fd)
+{
+	unsigned int end = block_end(f, buf), off = 0, prev = ~0U;
+	struct ext2_dir_entry *de;
+	int rec_len;
+
+	while ((rec_len = dirent_at(f, buf, off, end, &de)) > 0) {
+		if (de->inode &&
+		    (size_t)ext2fs_dirent_name_len(de) == len &&
+		    !memcmp(de->name, name, len)) {
+			fd->off = off;
+			fd->prev_off = prev;
+			fd->ino = de->inode;
+			fd->ftype = ext2fs_dirent_file_type(de);
+			return 1;
+		}
+		prev = off;
+		off += rec_len;
+	}
+	if (rec_len < 0)
+		return f4_corrupt(f, dir, "damaged directory entry at offset "
+				  "%u in block %llu", off,
+				  (unsigned long long)fd->pblk);
+	return 0;
+}
+
+static int read_block(struct f4fs *f, ext2_ino_t dir, blk64_t pblk,
+		      char *buf)
+{
+	errcode_t err;
+
+	if (pblk < f->fs->super->s_first_data_block ||
+	    pblk >= ext2fs_blocks_count(f->fs->super))
+		return f4_corrupt(f, dir, "directory block %llu out of range",
+				  (unsigned long long)pblk);
+	err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
+	if (err)
+		return f4_fs_error(f, dir, err, "reading directory block");
+	return 0;
+}
+
+static int write_block(struct f4fs *f, ext2_ino_t dir, blk64_t pblk,
+		       char *buf)
+{
+	errcode_t err;
+
+	err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
+	if (err)
+		return f4_fs_error(f, dir, err, "writing directory block");
+	f4_fs_dirty(f);
+	return 0;
+}
+
+/* ---- walking every block -------------------------------------------- */
+
+struct walk {
+	struct f4fs *f;
+	ext2_ino_t dir;
+	char *buf;
+	const char *name;
+	size_t len;
+	struct found *fd;
+	int ret;
+};
+
+static int walk_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+		     blk64_t ref_blk, int ref_offset, void *priv)
+{
+	struct walk *w = priv;
+
+	if (blockcnt < 0)
+		return 0;
+	w->ret = read_block(w->f, w->dir, *blocknr, w->buf);
+	if (w->ret)
+		return BLOCK_ABORT;
+	w->fd->pblk = *blocknr;
+	w->ret = search_block(w->f, w->dir, w->buf, w->name, w->len, w->fd);
+	return w->ret ? BLOCK_ABORT : 0;
+}
+
+static int linear_find(struct f4fs *f, ext2_ino_t dir, const char *name,
+		       size_t len, char *buf, struct found *fd)
+{
+	struct walk w = { f, dir, buf, name, len, fd, 0 };
+	errcode_t err;
+
+	err = ext2fs_block_iterate3(f->fs, dir, BLOCK_FLAG_READ_ONLY |
+				    BLOCK_FLAG_DATA_ONLY, NULL, walk_proc, &w);
+	if (w.ret < 0)
+		return w.ret;
+	if (err)
+		return f4_fs_error(f, dir, err, "mapping directory blocks");
+	return w.ret;		/* 1 found, 0 not */
+}
+
+static int htree_find(struct f4fs *f, ext2_ino_t dir,
+		      const struct ext2_inode_large *inode, const char *name,
+		      size_t len, char *buf, struct found *fd)
+{
+	blk64_t leaves[8];
+	int n = 0, i, ret;
+
+	ret = f4_htree_lookup_leaf(f, dir, inode, name, len, leaves, 8, &n);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		fd->pblk = leaves[i];
+		ret = read_block(f, dir, leaves[i], buf);
+		if (ret)
+			return ret;
+		ret = search_block(f, dir, buf, name, len, fd);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int is_htree(struct f4fs *f, const struct ext2_inode_large *inode)
+{
+	return (inode->i_flags & EXT2_INDEX_FL) &&
+	       ext2fs_has_feature_dir_index(f->fs->super);
+}
+
+/*
+ * Find name in a block-based directory, leaving its block in buf.
+ * 1 found, 0 absent, negative errno.
+ */
+static int find_entry(struct f4fs *f, ext2_ino_t dir,
+		      const struct ext2_inode_large *inode, const char *name,
+		      size_t len, char *buf, struct found *fd)
+{
+	int ret;
+
+	if (is_htree(f, inode)) {
+		ret = htree_find(f, dir, inode, name, len, buf, fd);
+		/* A damaged index still has its leaves: scan them all */
+		if (ret != -EFSCORRUPTED && ret != -EAGAIN)
+			return ret;
+	}
+	return linear_find(f, dir, name, len, buf, fd);
+}
+
+/*
+ * ext2fs_dir_iterate2() must be told when a directory keeps its entries
+ * in the inode: with that flag it reads no blocks at all.
+ */
+static int iterate(struct f4fs *f, ext2_ino_t dir, int flags,
+		   int (*fn)(ext2_ino_t, int, struct ext2_dir_entry *, int,
+			     int, char *, void *), void *arg)
+{
+	struct ext2_inode_large inode;
+	errcode_t err;
+	int ret;
+
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (inode.i_flags & EXT4_INLINE_DATA_FL)
+		flags |= DIRENT_FLAG_INCLUDE_INLINE_DATA;
+	err = ext2fs_dir_iterate2(f->fs, dir, flags, NULL, fn, arg);
+	if (err)
+		return f4_fs_error(f, dir, err, "reading directory");
+	return 0;
+}
+
+/* ---- inline-data directories ---------------------------------------- */
+
+struct inline_find {
+	const char *name;
+	size_t len;
+	ext2_ino_t ino;
+	ext2_ino_t newino;
+	int ftype;
+	int set;
+};
+
+static int inline_find_proc(ext2_ino_t dir, int entry,
+			    struct ext2_dir_entry *de, int offset,
+			    int blocksize, char *buf, void *priv)
+{
+	struct inline_find *fi = priv;
+
+	if (!de->inode || (size_t)ext2fs_dirent_name_len(de) != fi->len ||
+	    memcmp(de->name, fi->name, fi->len))
+		return 0;
+	fi->ino = de->inode;
+	fi->ftype = ext2fs_dirent_file_type(de);
+	if (fi->set) {
+		de->inode = fi->newino;
+		ext2fs_dirent_set_file_type(de, fi->ftype);
+		return DIRENT_CHANGED | DIRENT_ABORT;
+	}
+	return DIRENT_ABORT;
+}
+
+static int inline_find(struct f4fs *f, ext2_ino_t dir,
+		       struct inline_find *fi)
+{
+	int ret = iterate(f, dir, 0, inline_find_proc, fi);
+
+	if (ret)
+		return ret;
+	return fi->ino ? 1 : 0;
+}
+
+static int is_inline(const struct ext2_inode_large *inode)
+{
+	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
+}
+
+/* ---- the interface ---------------------------------------------------- */
+
+static int check_found(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino)
+{
+	if (f4_check_ino(f, ino))
+		return f4_corrupt(f, dir, "entry points to invalid inode %u",
+				  ino);
+	return 0;
+}
+
+int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
+		  size_t len, ext2_ino_t *ino, int *ftype)
+{
+	struct ext2_inode_large inode;
+	struct found fd;
+	char *buf;
+	int ret;
+
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (is_inline(&inode)) {
+		struct inline_find fi = { name, len, 0, 0, 0, 0 };
+
+		ret = inline_find(f, dir, &fi);
+		fd.ino = fi.ino;
+		fd.ftype = fi.ftype;
+	} else {
+		buf = malloc(f->blocksize);
+		if (!buf)
+			return -ENOMEM;
+		ret = find_entry(f, dir, &inode, name, len, buf, &fd);
+		free(buf);
+	}
+	if (ret < 0)
+		return ret;
+	if (!ret)
+		return -ENOENT;
+	ret = check_found(f, dir, fd.ino);
+	if (ret)
+		return ret;
+	*ino = fd.ino;
+	if (ftype)
+		*ftype = fd.ftype;
+	return 0;
+}
+
+/*
+ * Remove name (which must point at expect, if given).  Like the kernel,
+ * fold the entry into the one before it, or mark it unused if it is the
+ * first in its block.
+ */
+int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
+		  size_t len, ext2_ino_t expect)
+{
+	struct ext2_inode_large inode;
+	struct ext2_dir_entry *de, *prev;
+	struct found fd;
+	unsigned int rec_len, prev_len;
+	char *buf;
+	errcode_t err;
+	int ret;
+
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (is_inline(&inode)) {
+		char nbuf[F4_NAME_MAX + 1];
+
+		memcpy(nbuf, name, len);
+		nbuf[len] = 0;
+		err = ext2fs_unlink(f->fs, dir, nbuf, expect, 0);
+		if (err == EXT2_ET_DIR_NO_SPACE)
+			return -ENOENT;
+		if (err)
+			return f4_fs_error(f, dir, err, "removing entry");
+		f4_fs_dirty(f);
+		return 0;
+	}
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	ret = find_entry(f, dir, &inode, name, len, buf, &fd);
+	if (ret <= 0) {
+		ret = ret ? ret : -ENOENT;
+		goto out;
+	}
+	if (expect && fd.ino != expect) {
+		ret = -ENOENT;
+		goto out;
+	}
+	de = (struct ext2_dir_entry *)(buf + fd.off);
+	ext2fs_get_rec_len(f->fs, de, &rec_len);
+	if (fd.prev_off != ~0U) {
+		prev = (struct ext2_dir_entry *)(buf + fd.prev_off);
+		ext2fs_get_rec_len(f->fs, prev, &prev_len);
+		ext2fs_set_rec_len(f->fs, prev_len + rec_len, prev);
+	} else {
+		de->inode = 0;
+	}
+	ret = write_block(f, dir, fd.pblk, buf);
+out:
+	free(buf);
+	return ret;
+}
+
+/* Point an existing entry at another inode (rename over a target). */
+int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
+	       ext2_ino_t ino, int ftype)
+{
+	struct ext2_inode_large inode;
+	struct ext2_dir_entry *de;
+	struct found fd;
+	char *buf;
+	int ret;
+
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (is_inline(&inode)) {
+		struct inline_find fi = { name, len, 0, ino, ftype, 1 };
+
+		ret = inline_find(f, dir, &fi);
+		if (ret > 0)
+			f4_fs_dirty(f);
+		return ret < 0 ? ret : ret ? 0 : -ENOENT;
+	}
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	ret = find_entry(f, dir, &inode, name, len, buf, &fd);
+	if (ret <= 0) {
+		ret = ret ? ret : -ENOENT;
+		goto out;
+	}
+	de = (struct ext2_dir_entry *)(buf + fd.off);
+	de->inode = ino;
+	if (ext2fs_has_feature_filetype(f->fs->super))
+		ext2fs_dirent_set_file_type(de, ftype);
+	ret = write_block(f, dir, fd.pblk, buf);
+out:
+	free(buf);
+	return ret;
+}
+
+int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
+	       ext2_ino_t ino, int ftype)
+{
+	struct ext2_inode_large inode;
+	char nbuf[F4_NAME_MAX + 1];
+	errcode_t err;
+	int ret, tries;
+
+	if (!ext2fs_has_feature_filetype(f->fs->super))
+		ftype = 0;
+	memcpy(nbuf, name, len);
+	nbuf[len] = 0;
+	for (tries = 0; tries < 4; tries++) {
+		err = ext2fs_link(f->fs, dir, nbuf, ino, ftype);
+		if (err != EXT2_ET_DIR_NO_SPACE)
+			break;
+		ret = read_dir_inode(f, dir, &inode);
+		if (ret)
+			return ret;
+		if (is_htree(f, &inode))
+			return -ENOSPC;		/* the index is full */
+		if (!is_inline(&inode) &&
+		    EXT2_I_SIZE(&inode) == f->blocksize &&
+		    ext2fs_has_feature_dir_index(f->fs->super)) {
+			ret = f4_htree_convert(f, dir, &inode);
+			if (ret)
+				return ret;
+			continue;
+		}
+		err = ext2fs_expand_dir(f->fs, dir);
+		if (err)
+			return f4_fs_error(f, dir, err, "growing directory");
+	}
+	if (err)
+		return f4_fs_error(f, dir, err, "adding directory entry");
+	f4_fs_dirty(f);
+	return 0;
+}
+
+/* ---- whole-directory operations ---------------------------------------- */
+
+struct empty_check {
+	int entries;
+};
+
+static int empty_proc(ext2_ino_t dir, int entry, struct ext2_dir_entry *de,
+		      int offset, int blocksize, char *buf, void *priv)
+{
+	struct empty_check *ec = priv;
+	int len = ext2fs_dirent_name_len(de);
+
+	if (!de->inode)
+		return 0;
+	if ((len == 1 && de->name[0] == '.') ||
+	    (len == 2 && de->name[0] == '.' && de->name[1] == '.'))
+		return 0;
+	ec->entries++;
+	return DIRENT_ABORT;
+}
+
+/* 1 if only . and .. are left, 0 if not, negative errno. */
+int f4_dir_is_empty(struct f4fs *f, ext2_ino_t dir)
+{
+	struct empty_check ec = { 0 };
+	int ret = iterate(f, dir, 0, empty_proc, &ec);
+
+	if (ret)
+		return ret;
+	return ec.entries == 0;
+}
+
+struct iter_ctx {
+	int (*fn)(ext2_ino_t ino, int ftype, const char *name, size_t len,
+		  void *arg);
+	void *arg;
+	int ret;
+};
+
+static int iter_proc(ext2_ino_t dir, int entry, struct ext2_dir_entry *de,
+		     int offset, int blocksize, char *buf, void *priv)
+{
+	struct iter_ctx *ic = priv;
+
+	if (!de->inode || entry == DIRENT_CHECKSUM)
+		return 0;
+	ic->ret = ic->fn(de->inode, ext2fs_dirent_file_type(de), de->name,
+			 ext2fs_dirent_name_len(de), ic->arg);
+	return ic->ret ? DIRENT_ABORT : 0;
+}
+
+int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
+		   int (*fn)(ext2_ino_t ino, int ftype, const char *name,
+			     size_t len, void *arg),
+		   void *arg)
+{
+	struct iter_ctx ic = { fn, arg, 0 };
+	int ret = iterate(f, dir, 0, iter_proc, &ic);
+
+	return ic.ret ? ic.ret : ret;
+}
+
+/* Point ".." at a new parent (a directory moved by rename). */
+int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
+{
+	struct ext2_inode_large inode;
+	struct ext2_dir_entry *dot, *dotdot;
+	blk64_t pblk = 0;
+	char *buf;
+	errcode_t err;
+	int ret, rec_len;
+
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (is_inline(&inode)) {
+		/* The first four bytes of an inline directory are ".." */
+		inode.i_block[0] = ext2fs_cpu_to_le32(parent);
+		return f4_write_inode(f, dir, &inode);
+	}
+	err = ext2fs_bmap2(f->fs, dir, (struct ext2_inode *)&inode, NULL, 0, 0,
+			   NULL, &pblk);
+	if (err)
+		return f4_fs_error(f, dir, err, "mapping directory");
+	if (!pblk)
+		return f4_corrupt(f, dir, "directory has no first block");
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	ret = read_block(f, dir, pblk, buf);
+	if (ret)
+		goto out;
+	rec_len = dirent_at(f, buf, 0, f->blocksize, &dot);
+	if (rec_len <= 0)
+		goto bad;
+	if (dirent_at(f, buf, rec_len, f->blocksize, &dotdot) <= 0)
+		goto bad;
+	if (ext2fs_dirent_name_len(dotdot) != 2 ||
+	    memcmp(dotdot->name, "..", 2))
+		goto bad;
+	dotdot->inode = parent;
+	ret = write_block(f, dir, pblk, buf);
+out:
+	free(buf);
+	return ret;
+bad:
+	ret = f4_corrupt(f, dir, "directory has no \"..\" entry");
+	goto out;
+}
+
+/* Give a new directory inode its "." and ".." (inline where possible). */
+int f4_dir_init(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent,
+		struct ext2_inode_large *inode)
+{
+	ext2_filsys fs = f->fs;
+	blk64_t pblk = 0, goal;
+	char *block = NULL;
+	errcode_t err;
+	int ret;
+
+	if (ext2fs_has_feature_inline_data(fs->super)) {
+		err = ext2fs_new_dir_inline_data(fs, dir, parent,
+						 inode->i_block);
+		if (err)
+			return f4_fs_error(f, dir, err, "making directory");
+		inode->i_flags |= EXT4_INLINE_DATA_FL;
+		inode->i_flags &= ~EXT4_EXTENTS_FL;
+		inode->i_size = EXT4_MIN_INLINE_DATA_SIZE;
+		ret = f4_write_inode(f, dir, inode);
+		if (ret)
+			return ret;
+		err = ext2fs_inline_data_init(fs, dir);
+		if (err)
+			return f4_fs_error(f, dir, err, "making directory");
+		return f4_read_inode(f, dir, inode);
+	}
+
+	goal = ext2fs_find_inode_goal(fs, dir, (struct ext2_inode *)inode, 0);
+	err = ext2fs_new_block2(fs, goal, NULL, &pblk);
+	if (err)
+		return f4_fs_error(f, dir, err, "allocating directory block");
+	err = ext2fs_new_dir_block(fs, dir, parent, &block);
+	if (err)
+		goto fail;
+	err = ext2fs_write_dir_block4(fs, pblk, block, 0, dir);
+	ext2fs_free_mem(&block);
+	if (err)
+		goto fail;
+	ext2fs_block_alloc_stats2(fs, pblk, +1);
+	inode->i_size = f->blocksize;
+	ext2fs_iblk_set(fs, (struct ext2_inode *)inode, 1);
+	if (ext2fs_has_feature_extents(fs->super)) {
+		ext2_extent_handle_t handle;
+
+		inode->i_flags |= EXT4_EXTENTS_FL;
+		ret = f4_write_inode(f, dir, inode);
+		if (ret)
+			return ret;
+		err = ext2fs_extent_open2(fs, dir, (struct ext2_inode *)inode,
+					  &handle);
+		if (!err) {
+			err = ext2fs_extent_set_bmap(handle, 0, pblk, 0);
+			ext2fs_extent_free(handle);
+		}
+		if (err)
+			return f4_fs_error(f, dir, err, "mapping directory");
+		return f4_read_inode(f, dir, inode);
+	}
+	inode->i_block[0] = pblk;
+	return f4_write_inode(f, dir, inode);
+fail:
+	ext2fs_free_mem(&block);
+	return f4_fs_error(f, dir, err, "making directory");
+}
+
+/* ---- open directories: a snapshot of the entries ------------------------ */
+
+static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
+		    void *arg)
+{
+	struct f4_dir *d = arg;
+	struct f4_dirent *e;
+
+	if (d->nents == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		struct f4_dirent *n = realloc(d->ents, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		d->ents = n;
+		d->cap = cap;
+	}
+	if (d->names_len + len + 1 > d->names_cap) {
+		size_t cap = d->names_cap ? d->names_cap * 2 : 1024;
+		char *n;
+
+		while (cap < d->names_len + len + 1)
+			cap *= 2;
+		n = realloc(d->names, cap);
+		if (!n)
+			return -ENOMEM;
+		d->names = n;
+		d->names_cap = cap;
+	}
+	e = &d->ents[d->nents++];
+	e->ino = ino;
+	e->type = f4_ftype_to_dt(ftype);
+	e->namelen = len;
+	e->name_off = d->names_len;
+	memcpy(d->names + d->names_len, name, len);
+	d->names[d->names_len + len] = 0;
+	d->names_len += len + 1;
+	return 0;
+}
+
+/*
+ * Read the whole directory into the handle.  Offsets handed to the kernel
+ * are indexes into this snapshot, so telldir/seekdir stay stable while
+ * entries come and go; a read from offset 0 takes a fresh snapshot.
+ */
+int f4_dir_load(struct f4fs *f, struct f4_dir *d)
+{
+	int ret;
+
+	d->nents = 0;
+	d->names_len = 0;
+	ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
+	d->loaded = !ret;
+	return ret;
+}
+
+int f4_opendir(struct f4fs *f, const struct f4_cred *cred, ext2_ino_t ino,
+	       struct f4_dir **dp)
+{
+	struct ext2_inode_large inode;
+	struct f4_dir *d;
+	int ret;
+
+	ret = read_dir_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = f4_check_perm(f, (struct f4_cred *)cred, &inode, ino, 4);
+	if (ret)
+		return ret;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->inode = f4_iget(f, ino);
+	if (!d->inode) {
+		free(d);
+		return -ENOMEM;
+	}
+	d->inode->nopen++;
+	*dp = d;
+	return 0;
+}
+
+void f4_releasedir(struct f4fs *f, struct f4_dir *d)
+{
+	if (!d)
+		return;
+	d->inode->nopen--;
+	f4_maybe_free(f, d->inode);
+	f4_iput(f, d->inode);
+	free(d->ents);
+	free(d->names);
+	free(d);
+}

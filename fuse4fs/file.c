@@ -1,0 +1,815 @@
+/*
+ * file.c - file data: open, read, write, truncate, fallocate, seek.
+ *
+ * Data moves a run of contiguous blocks at a time, straight between the
+ * caller's buffer and the device (map.c finds the runs).  Blocks a write
+ * only partly covers are read, patched and written whole; blocks that
+ * held no data before (holes, unwritten extents) are zero-filled around
+ * what is written, so nothing stale is ever exposed.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fuse4fs.h"
+
+#define MAY_WRITE	2
+#define MAY_READ	4
+
+/* Exported by libext2fs but missing from its public header. */
+errcode_t ext2fs_inline_data_expand(ext2_filsys fs, ext2_ino_t ino);
+
+/* ---- limits ----------------------------------------------------------- */
+
+/* The largest file ext4 allows for this inode's format. */
+uint64_t f4_max_file_size(struct f4fs *f, const struct ext2_inode_large *in)
+{
+	unsigned int bits = f->fs->super->s_log_block_size + 10;
+	int huge = ext2fs_has_feature_huge_file(f->fs->super);
+	uint64_t upper, res, ptrs, meta;
+
+	if (!in || (in->i_flags & EXT4_EXTENTS_FL) ||
+	    (in->i_flags & EXT4_INLINE_DATA_FL &&
+	     ext2fs_has_feature_extents(f->fs->super))) {
+		/* i_blocks counts 512-byte sectors in 32 bits without huge */
+		upper = huge ? (1ULL << 48) - 1 : (1ULL << 32) - 1;
+		upper >>= bits - 9;
+		res = 0xffffffffULL;		/* logical blocks */
+		if (res > upper)
+			res = upper;
+		res <<= bits;
+	} else {
+		ptrs = f->blocksize / 4;
+		res = 12 + ptrs + ptrs * ptrs + ptrs * ptrs * ptrs;
+		meta = 1 + (1 + ptrs) + 1;
+		upper = huge ? (1ULL << 48) - 1 : (1ULL << 32) - 1;
+		upper >>= bits - 9;
+		if (res + meta > upper)
+			res = upper - meta;
+		if (res > 0xffffffffULL)
+			res = 0xffffffffULL;
+		res <<= bits;
+	}
+	if (res > (uint64_t)LLONG_MAX)
+		res = LLONG_MAX;
+	return res;
+}
+
+/* ---- open and release ------------------------------------------------- */
+
+static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		       struct ext2_inode_large *inode, int flags)
+{
+	int acc = flags & O_ACCMODE, mask = 0, ret;
+	int writing = acc != O_RDONLY || (flags & O_TRUNC);
+
+	if (acc != O_WRONLY)
+		mask |= MAY_READ;
+	if (writing)
+		mask |= MAY_WRITE;
+	if (LINUX_S_ISDIR(inode->i_mode) && writing)
+		return -EISDIR;
+	if (writing) {
+		ret = f4_check_writable(f);
+		if (ret)
+			return ret;
+		if (inode->i_flags & EXT2_IMMUTABLE_FL)
+			return -EPERM;
+		if ((inode->i_flags & EXT2_APPEND_FL) &&
+		    (!(flags & O_APPEND) || (flags & O_TRUNC)))
+			return -EPERM;
+	}
+	return f4_check_perm(f, cred, inode, ino, mask);
+}
+
+int f4_open(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino, int flags,
+	    struct f4_file **fhp)
+{
+	struct ext2_inode_large inode;
+	struct f4_file *fh;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = open_checks(f, cred, ino, &inode, flags);
+	if (ret)
+		return ret;
+	if ((flags & O_TRUNC) && LINUX_S_ISREG(inode.i_mode)) {
+		struct stat attr = { .st_size = 0 };
+
+		ret = f4_setattr(f, cred, ino, &attr,
+				 F4_SET_SIZE | F4_SET_MTIME | F4_SET_MTIME_NOW,
+				 NULL, NULL);
+		if (ret)
+			return ret;
+	}
+	fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return -ENOMEM;
+	fh->inode = f4_iget(f, ino);
+	if (!fh->inode) {
+		free(fh);
+		return -ENOMEM;
+	}
+	fh->flags = flags;
+	fh->inode->nopen++;
+	*fhp = fh;
+	return 0;
+}
+
+int f4_release(struct f4fs *f, struct f4_file *fh)
+{
+	int ret;
+
+	if (!fh)
+		return 0;
+	fh->inode->nopen--;
+	ret = f4_maybe_free(f, fh->inode);
+	f4_iput(f, fh->inode);
+	free(fh);
+	return ret;
+}
+
+/* ---- inline data ------------------------------------------------------- */
+
+static int is_inline(const struct ext2_inode_large *inode)
+{
+	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
+}
+
+/* Move an inline file's data out to a block, before changing its size. */
+static int expand_inline(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode)
+{
+	errcode_t err;
+
+	err = ext2fs_inline_data_expand(f->fs, ino);
+	if (err)
+		return f4_fs_error(f, ino, err, "moving inline data to a "
+				   "block");
+	f4_fs_dirty(f);
+	return f4_read_inode(f, ino, inode);
+}
+
+static ssize_t read_inline(struct f4fs *f, ext2_ino_t ino,
+			   struct ext2_inode_large *inode, char *buf,
+			   size_t size, off_t off)
+{
+	size_t len = 0;
+	char *data;
+	errcode_t err;
+
+	err = ext2fs_inline_data_size(f->fs, ino, &len);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading inline data");
+	if (len > f->blocksize + EXT2_I_SIZE(inode))
+		return f4_corrupt(f, ino, "inline data size %zu", len);
+	data = calloc(1, len + 1);
+	if (!data)
+		return -ENOMEM;
+	err = ext2fs_inline_data_get(f->fs, ino, (struct ext2_inode *)inode,
+				     data, &len);
+	if (err) {
+		free(data);
+		return f4_fs_error(f, ino, err, "reading inline data");
+	}
+	if ((size_t)off >= len) {
+		size = 0;
+	} else {
+		if (size > len - off)
+			size = len - off;
+		memcpy(buf, data + off, size);
+	}
+	free(data);
+	return size;
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* Read whole blocks [lblk, lblk + count) of a file into buf. */
+static int read_blocks(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_inode_large *inode, blk64_t lblk,
+		       blk64_t count, char *buf)
+{
+	struct f4_map map;
+	errcode_t err;
+	int ret;
+
+	while (count) {
+		ret = f4_map_blocks(f, ino, inode, lblk, count, &map);
+		if (ret)
+			return ret;
+		if (!map.len)
+			return f4_corrupt(f, ino, "empty mapping at block %llu",
+					  (unsigned long long)lblk);
+		if (!map.pblk || map.unwritten) {
+			memset(buf, 0, map.len * f->blocksize);
+		} else {
+			err = f4_io_read_data(f->fs->io, map.pblk, map.len,
+					      buf);
+			if (err)
+				return f4_fs_error(f, ino, err,
+						   "reading file data");
+		}
+		buf += map.len * f->blocksize;
+		lblk += map.len;
+		count -= map.len;
+	}
+	return 0;
+}
+
+/* relatime, as the kernel mounts by default; or noatime / strictatime. */
+static int update_atime(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode)
+{
+	struct timespec now, at, mt, ct;
+
+	if (f->ro || f->opts->noatime || (inode->i_flags & EXT2_NOATIME_FL))
+		return 0;
+	f4_now(&now);
+	f4_get_time(f, inode, F4_ATIME, &at);
+	if (!f->opts->strictatime) {
+		f4_get_time(f, inode, F4_MTIME, &mt);
+		f4_get_time(f, inode, F4_CTIME, &ct);
+		if (at.tv_sec > mt.tv_sec && at.tv_sec > ct.tv_sec &&
+		    now.tv_sec - at.tv_sec < 24 * 3600)
+			return 0;
+		if (at.tv_sec == mt.tv_sec && at.tv_nsec > mt.tv_nsec &&
+		    at.tv_sec == ct.tv_sec && at.tv_nsec > ct.tv_nsec)
+			return 0;
+	}
+	f4_set_time(f, inode, F4_ATIME, &now);
+	return f4_write_inode(f, ino, inode);
+}
+
+ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
+		off_t off)
+{
+	ext2_ino_t ino = fh->inode->ino;
+	struct ext2_inode_large inode;
+	uint64_t isize, first, last, skip;
+	char *bounce;
+	ssize_t got;
+	int ret;
+
+	if (off < 0)
+		return -EINVAL;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (LINUX_S_ISDIR(inode.i_mode))
+		return -EISDIR;
+	isize = EXT2_I_SIZE(&inode);
+	if ((uint64_t)off >= isize || !size)
+		return 0;
+	if (size > isize - off)
+		size = isize - off;
+
+	if (is_inline(&inode)) {
+		got = read_inline(f, ino, &inode, buf, size, off);
+		goto done;
+	}
+	first = off / f->blocksize;
+	last = (off + size - 1) / f->blocksize;
+	skip = off - first * f->blocksize;
+	if (!skip && !(size % f->blocksize)) {
+		/* Block-aligned: straight into the caller's buffer */
+		ret = read_blocks(f, ino, &inode, first, last - first + 1, buf);
+		got = ret ? ret : (ssize_t)size;
+		goto done;
+	}
+	bounce = malloc((last - first + 1) * f->blocksize);
+	if (!bounce)
+		return -ENOMEM;
+	ret = read_blocks(f, ino, &inode, first, last - first + 1, bounce);
+	if (!ret)
+		memcpy(buf, bounce + skip, size);
+	free(bounce);
+	got = ret ? ret : (ssize_t)size;
+done:
+	if (got > 0)
+		update_atime(f, ino, &inode);
+	return got;
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+/*
+ * Write data to blocks [lblk, lblk + count) that start at byte skip of the
+ * first block.  Edge blocks not wholly covered are merged with what they
+ * held (or with zeros if they held nothing).
+ */
+static int write_run(struct f4fs *f, ext2_ino_t ino, const struct f4_map *map,
+		     int was_new, const char *data, size_t skip, size_t len,
+		     char *bounce)
+{
+	size_t bs = f->blocksize, span = map->len * bs;
+	size_t tail = span - skip - len;
+	errcode_t err;
+
+	if (!skip && !tail) {
+		err = f4_io_write_data(f->fs->io, map->pblk, map->len, data);
+		goto out;
+	}
+	/* Fill the edges of the bounce buffer, then the data */
+	if (skip) {
+		if (was_new)
+			memset(bounce, 0, bs);
+		else if ((err = f4_io_read_data(f->fs->io, map->pblk, 1,
+						bounce)))
+			goto out;
+	}
+	if (tail) {
+		char *lastb = bounce + span - bs;
+
+		if (was_new)
+			memset(lastb, 0, bs);
+		else if ((map->len > 1 || !skip) &&
+			 (err = f4_io_read_data(f->fs->io,
+						map->pblk + map->len - 1, 1,
+						lastb)))
+			goto out;
+	}
+	memcpy(bounce + skip, data, len);
+	err = f4_io_write_data(f->fs->io, map->pblk, map->len, bounce);
+out:
+	if (err)
+		return f4_fs_error(f, ino, err, "writing file data");
+	return 0;
+}
+
+static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
+			       struct ext2_inode_large *inode)
+{
+	if (cred && f4_capable(f, cred))
+		return;
+	inode->i_mode &= ~LINUX_S_ISUID;
+	if ((inode->i_mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) ==
+	    (LINUX_S_ISGID | LINUX_S_IXGRP))
+		inode->i_mode &= ~LINUX_S_ISGID;
+}
+
+static int must_sync(struct f4fs *f, struct f4_file *fh,
+		     const struct ext2_inode_large *inode)
+{
+	return f->opts->sync || (fh && (fh->flags & (O_SYNC | O_DSYNC))) ||
+	       (inode->i_flags & EXT2_SYNC_FL);
+}
+
+ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
+		 const char *buf, size_t size, off_t off)
+{
+	ext2_ino_t ino = fh->inode->ino;
+	struct ext2_inode_large inode;
+	size_t done = 0, bs = f->blocksize;
+	uint64_t max, isize;
+	char *bounce = NULL;
+	int ret;
+
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (!LINUX_S_ISREG(inode.i_mode))
+		return -EINVAL;
+	if (inode.i_flags & EXT2_IMMUTABLE_FL)
+		return -EPERM;
+	isize = EXT2_I_SIZE(&inode);
+	if (fh->flags & O_APPEND)
+		off = isize;
+	if ((inode.i_flags & EXT2_APPEND_FL) && (uint64_t)off != isize)
+		return -EPERM;
+	if (off < 0)
+		return -EINVAL;
+	if (!size)
+		return 0;
+	max = f4_max_file_size(f, &inode);
+	if ((uint64_t)off >= max)
+		return -EFBIG;
+	if (size > max - off)
+		size = max - off;
+	if (is_inline(&inode)) {
+		ret = expand_inline(f, ino, &inode);
+		if (ret)
+			return ret;
+	}
+
+	while (done < size) {
+		uint64_t pos = off + done;
+		blk64_t lblk = pos / bs, last = (off + size - 1) / bs;
+		size_t skip = pos % bs, len;
+		struct f4_map map;
+		int was_new;
+
+		ret = f4_map_alloc(f, ino, &inode, lblk, last - lblk + 1,
+				   &map, &was_new);
+		if (ret)
+			break;
+		len = map.len * bs - skip;
+		if (len > size - done)
+			len = size - done;
+		if ((skip || (skip + len) % bs) && !bounce) {
+			bounce = malloc(((size + 2 * bs - 1) / bs + 1) * bs);
+			if (!bounce) {
+				ret = -ENOMEM;
+				break;
+			}
+		}
+		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
+				bounce);
+		if (ret)
+			break;
+		done += len;
+	}
+	free(bounce);
+	/* Whatever was written counts, even if the rest failed */
+	if (done) {
+		if (off + done > isize)
+			ext2fs_inode_size_set(f->fs, (struct ext2_inode *)&inode,
+					      off + done);
+		kill_suid_on_write(f, cred, &inode);
+		f4_touch(f, &inode, F4_TOUCH_MC);
+		fh->inode->data_version++;
+	}
+	if (done || f->dirty) {
+		int wret = f4_write_inode(f, ino, &inode);
+
+		if (wret && !ret)
+			ret = wret;
+	}
+	if (done && must_sync(f, fh, &inode)) {
+		int sret = f4_fs_flush(f);
+
+		if (sret && !ret)
+			ret = sret;
+	}
+	return done ? (ssize_t)done : ret;
+}
+
+/* ---- size changes and holes ---------------------------------------------- */
+
+/* Zero bytes [from, from + len) of the block holding byte from. */
+static int zero_partial(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, uint64_t from,
+			size_t len)
+{
+	struct f4_map map;
+	size_t bs = f->blocksize, skip = from % bs;
+	char *block;
+	errcode_t err;
+	int ret;
+
+	if (!len)
+		return 0;
+	ret = f4_map_blocks(f, ino, inode, from / bs, 1, &map);
+	if (ret || !map.pblk || map.unwritten)
+		return ret;
+	block = malloc(bs);
+	if (!block)
+		return -ENOMEM;
+	err = f4_io_read_data(f->fs->io, map.pblk, 1, block);
+	if (!err) {
+		memset(block + skip, 0, len);
+		err = f4_io_write_data(f->fs->io, map.pblk, 1, block);
+	}
+	free(block);
+	if (err)
+		return f4_fs_error(f, ino, err, "zeroing file data");
+	return 0;
+}
+
+/* Free blocks [start, end] (inclusive; end ~0 for all). */
+static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t start,
+			blk64_t end)
+{
+	errcode_t err;
+
+	if (end != ~0ULL && end < start)
+		return 0;
+	err = ext2fs_punch(f->fs, ino, (struct ext2_inode *)inode, NULL, start,
+			   end);
+	if (err)
+		return f4_fs_error(f, ino, err, "freeing blocks");
+	f4_fs_dirty(f);
+	return 0;
+}
+
+/* Set the size, freeing what lies past it; writes the inode. */
+int f4_truncate(struct f4fs *f, ext2_ino_t ino,
+		struct ext2_inode_large *inode, uint64_t size)
+{
+	uint64_t isize = EXT2_I_SIZE(inode), bs = f->blocksize;
+	int ret;
+
+	if (is_inline(inode) && size != isize) {
+		ret = expand_inline(f, ino, inode);
+		if (ret)
+			return ret;
+	}
+	if (size < isize) {
+		ret = punch_blocks(f, ino, inode, (size + bs - 1) / bs, ~0ULL);
+		if (ret)
+			return ret;
+		/* What the last block holds past the new end must read 0 */
+		if (size % bs)
+			ret = zero_partial(f, ino, inode, size,
+					   bs - size % bs);
+	} else if (size > isize && isize % bs) {
+		ret = zero_partial(f, ino, inode, isize, bs - isize % bs);
+	} else {
+		ret = 0;
+	}
+	if (ret)
+		return ret;
+	ext2fs_inode_size_set(f->fs, (struct ext2_inode *)inode, size);
+	return f4_write_inode(f, ino, inode);
+}
+
+/* Free every block the inode owns (it is being deleted). */
+int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_inode_large *inode)
+{
+	mode_t mode = inode->i_mode;
+
+	if (!LINUX_S_ISREG(mode) && !LINUX_S_ISDIR(mode) &&
+	    !LINUX_S_ISLNK(mode))
+		return 0;		/* devices keep their number in i_block */
+	if (LINUX_S_ISLNK(mode) &&
+	    ext2fs_is_fast_symlink((struct ext2_inode *)inode))
+		return 0;
+	if (is_inline(inode))
+		return 0;		/* lives in the inode and its xattrs */
+	if (!ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
+		return 0;
+	return punch_blocks(f, ino, inode, 0, ~0ULL);
+}
+
+static int do_punch(struct f4fs *f, ext2_ino_t ino,
+		    struct ext2_inode_large *inode, uint64_t off, uint64_t len)
+{
+	uint64_t bs = f->blocksize, isize = EXT2_I_SIZE(inode);
+	uint64_t end = off + len, first_full, end_full;
+	int ret;
+
+	if (off >= isize)
+		return 0;
+	if (end > isize)
+		end = isize;
+	first_full = (off + bs - 1) / bs;
+	end_full = end / bs;			/* exclusive */
+	if (first_full > end_full) {
+		/* Inside a single block */
+		return zero_partial(f, ino, inode, off, end - off);
+	}
+	ret = zero_partial(f, ino, inode, off, first_full * bs - off);
+	if (!ret && end % bs && end_full * bs < end)
+		ret = zero_partial(f, ino, inode, end_full * bs,
+				   end - end_full * bs);
+	if (!ret && end_full > first_full)
+		ret = punch_blocks(f, ino, inode, first_full, end_full - 1);
+	return ret;
+}
+
+static int do_preallocate(struct f4fs *f, ext2_ino_t ino,
+			  struct ext2_inode_large *inode, uint64_t off,
+			  uint64_t len)
+{
+	uint64_t bs = f->blocksize;
+	blk64_t start = off / bs, end = (off + len + bs - 1) / bs;
+	errcode_t err;
+
+	err = ext2fs_fallocate(f->fs, EXT2_FALLOCATE_FORCE_UNINIT, ino,
+			       (struct ext2_inode *)inode,
+			       ext2fs_find_inode_goal(f->fs, ino,
+					(struct ext2_inode *)inode, start),
+			       start, end - start);
+	f4_fs_dirty(f);
+	if (err)
+		return f4_fs_error(f, ino, err, "allocating blocks");
+	return 0;
+}
+
+int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		 int mode, off_t off, off_t len)
+{
+	struct ext2_inode_large inode;
+	int keep = mode & FALLOC_FL_KEEP_SIZE;
+	uint64_t end, max;
+	int ret;
+
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		     FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) &&
+	    (!keep || (mode & FALLOC_FL_ZERO_RANGE)))
+		return -EOPNOTSUPP;
+	if (off < 0 || len <= 0)
+		return -EINVAL;
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (!LINUX_S_ISREG(inode.i_mode))
+		return LINUX_S_ISDIR(inode.i_mode) ? -EISDIR : -ENODEV;
+	if (inode.i_flags & EXT2_IMMUTABLE_FL)
+		return -EPERM;
+	if ((inode.i_flags & EXT2_APPEND_FL) &&
+	    (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
+		return -EPERM;
+	max = f4_max_file_size(f, &inode);
+	end = (uint64_t)off + len;
+	if (end > max || end < (uint64_t)off)
+		return -EFBIG;
+	if (is_inline(&inode)) {
+		ret = expand_inline(f, ino, &inode);
+		if (ret)
+			return ret;
+	}
+	/* ext4 preallocates and zeroes ranges only in extent files */
+	if (!(inode.i_flags & EXT4_EXTENTS_FL) &&
+	    !(mode & FALLOC_FL_PUNCH_HOLE))
+		return -EOPNOTSUPP;
+
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		ret = do_punch(f, ino, &inode, off, len);
+	} else if (mode & FALLOC_FL_ZERO_RANGE) {
+		ret = do_punch(f, ino, &inode, off, len);
+		if (!ret && end > EXT2_I_SIZE(&inode)) {
+			/* Past EOF there was nothing to punch: just zero */
+			ret = zero_partial(f, ino, &inode,
+					   EXT2_I_SIZE(&inode),
+					   f->blocksize - EXT2_I_SIZE(&inode) %
+					   f->blocksize);
+		}
+		if (!ret)
+			ret = do_preallocate(f, ino, &inode, off, len);
+	} else {
+		ret = do_preallocate(f, ino, &inode, off, len);
+	}
+	if (ret)
+		goto out;
+	if (!keep && end > EXT2_I_SIZE(&inode)) {
+		ext2fs_inode_size_set(f->fs, (struct ext2_inode *)&inode, end);
+		f4_touch(f, &inode, F4_TOUCH_M);
+	}
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		f4_touch(f, &inode, F4_TOUCH_M);
+	f4_touch(f, &inode, F4_TOUCH_C);
+	if (!f4_capable(f, cred))
+		kill_suid_on_write(f, cred, &inode);
+out:
+	{
+		int wret = f4_write_inode(f, ino, &inode);
+
+		if (!ret)
+			ret = wret;
+	}
+	return ret;
+}
+
+/* SEEK_DATA / SEEK_HOLE: unwritten extents read as zeros, so are holes. */
+off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence)
+{
+	struct ext2_inode_large inode;
+	uint64_t isize, bs = f->blocksize;
+	blk64_t lblk, end;
+	struct f4_map map;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	isize = EXT2_I_SIZE(&inode);
+	if (whence == SEEK_SET || whence == SEEK_CUR || whence == SEEK_END)
+		return -EINVAL;		/* the kernel handles these */
+	if (off < 0 || (uint64_t)off >= isize)
+		return -ENXIO;
+	if (is_inline(&inode))
+		return whence == SEEK_DATA ? off : (off_t)isize;
+	end = (isize + bs - 1) / bs;
+	for (lblk = off / bs; lblk < end; lblk += map.len) {
+		ret = f4_map_blocks(f, ino, &inode, lblk, end - lblk, &map);
+		if (ret)
+			return ret;
+		if (!map.len)
+			break;
+		if (whence == SEEK_DATA && map.pblk && !map.unwritten)
+			return lblk * bs > (uint64_t)off ? (off_t)(lblk * bs)
+							 : off;
+		if (whence == SEEK_HOLE && (!map.pblk || map.unwritten))
+			return lblk * bs > (uint64_t)off ? (off_t)(lblk * bs)
+							 : off;
+	}
+	if (whence == SEEK_DATA)
+		return -ENXIO;
+	return isize;
+}
+
+int f4_fsync(struct f4fs *f, ext2_ino_t ino, int datasync)
+{
+	return f4_fs_flush(f);
+}
+
+/* FUSE bmap (fuseblk): the device block holding a file block. */
+int f4_bmap(struct f4fs *f, ext2_ino_t ino, uint64_t blocksize,
+	    uint64_t *idx)
+{
+	struct ext2_inode_large inode;
+	struct f4_map map;
+	uint64_t byte;
+	int ret;
+
+	if (!blocksize || blocksize > f->blocksize)
+		return -EINVAL;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (is_inline(&inode))
+		return -EINVAL;
+	byte = *idx * blocksize;
+	ret = f4_map_blocks(f, ino, &inode, byte / f->blocksize, 1, &map);
+	if (ret)
+		return ret;
+	if (!map.pblk || map.unwritten) {
+		*idx = 0;
+		return 0;
+	}
+	*idx = (map.pblk * f->blocksize + byte % f->blocksize +
+		f->opts->offset) / blocksize;
+	return 0;
+}
+
+/* FITRIM: discard free block ranges of at least minlen bytes. */
+int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
+	      uint64_t *trimmed)
+{
+	ext2_filsys fs = f->fs;
+	blk64_t first = start / f->blocksize, last, blk, next;
+	blk64_t minblocks = (minlen + f->blocksize - 1) / f->blocksize;
+	uint64_t done = 0;
+	errcode_t err;
+	int ret;
+
+	*trimmed = 0;
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
+	if (!fs->block_map)
+		return -EROFS;
+	if (first < fs->super->s_first_data_block)
+		first = fs->super->s_first_data_block;
+	last = ext2fs_blocks_count(fs->super) - 1;
+	if (len / f->blocksize < last - first + 1)
+		last = first + len / f->blocksize - 1;
+	if (!minblocks)
+		minblocks = 1;
+	for (blk = first; blk <= last; blk = next) {
+		blk64_t free_start, free_end;
+
+		err = ext2fs_find_first_zero_block_bitmap2(fs->block_map, blk,
+							   last, &free_start);
+		if (err)
+			break;			/* no free block left */
+		err = ext2fs_find_first_set_block_bitmap2(fs->block_map,
+							  free_start, last,
+							  &free_end);
+		if (err)
+			free_end = last + 1;
+		next = free_end;
+		if (free_end - free_start < minblocks)
+			continue;
+		err = io_channel_discard(fs->io, free_start,
+					 free_end - free_start);
+		if (err == EXT2_ET_UNIMPLEMENTED || err == EOPNOTSUPP)
+			return -EOPNOTSUPP;
+		if (err)
+			return f4_errno(err);
+		done += (free_end - free_start) * f->blocksize;
+	}
+	*trimmed = done;
+	return 0;
+}
+
+/* Free blocks past i_size (an interrupted truncate, found at mount). */
+int f4_trim_past_eof(struct f4fs *f, ext2_ino_t ino,
+		     struct ext2_inode_large *inode)
+{
+	uint64_t bs = f->blocksize;
+
+	if (!LINUX_S_ISREG(inode->i_mode) || is_inline(inode) ||
+	    !ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
+		return 0;
+	return punch_blocks(f, ino, inode, (EXT2_I_SIZE(inode) + bs - 1) / bs,
+			    ~0ULL);
+}

@@ -1,0 +1,456 @@
+/*
+ * fuse4fs.h - the file-system core's context and interface.
+ *
+ * The core is everything fuse4fs does to an ext2/3/4 file system, written
+ * as plain functions that return 0 (or a byte count) or a negative errno.
+ * It never includes FUSE headers: ops.c translates FUSE requests into
+ * these calls, and tests and the fuzzer call them directly.
+ *
+ * Locking: libext2fs is not thread-safe, so one mutex (f4fs.lock) guards
+ * the ext2_filsys, every in-core inode record and directory snapshot,
+ * and the orphan list.  FUSE handlers take it around each core call; the
+ * background flusher takes it too.  Core functions assume it is held,
+ * except f4_fs_open()/f4_fs_close(), which run before and after the
+ * session.  The caches in lib/support have their own internal locks so
+ * that their bookkeeping stays consistent whatever the caller does.
+ */
+#ifndef FUSE4FS_H
+#define FUSE4FS_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <ext2fs/ext2_fs.h>
+#include <ext2fs/ext2fs.h>
+
+#include "support/list.h"
+#include "support/cache.h"
+
+#ifndef EFSCORRUPTED
+#define EFSCORRUPTED	EUCLEAN		/* what ext4 returns for bad metadata */
+#endif
+
+#define F4_ROOT_INO	EXT2_ROOT_INO
+#define F4_NAME_MAX	255
+#define F4_LINK_MAX	65000		/* EXT4_LINK_MAX */
+#define F4_EXT2_LINK_MAX 32000		/* EXT2_LINK_MAX, without dir_nlink */
+#define F4_SYMLINK_MAX	4095		/* longest target PATH_MAX allows */
+
+enum f4_errors_behaviour {
+	F4_ERRORS_DEFAULT = 0,		/* whatever the superblock says */
+	F4_ERRORS_CONTINUE,
+	F4_ERRORS_REMOUNT_RO,
+	F4_ERRORS_PANIC,
+};
+
+/* Options, as parsed from the command line (options.c). */
+struct f4_opts {
+	char *device;
+	char *mountpoint;
+	char *progname;
+	int helper;			/* invoked as mount.fuse4fs */
+	int foreground;
+	int debug;
+	int single_thread;
+	int verbose;
+	int readonly;			/* -o ro */
+	int fakeroot;			/* no permission checks at all */
+	int default_permissions;	/* the kernel checks permissions */
+	int allow_other;
+	int allow_root;
+	int suid;			/* honour setuid/setgid bits */
+	int dev;			/* honour device nodes */
+	int noexec;
+	int errors;			/* enum f4_errors_behaviour */
+	int dirsync;
+	int sync;
+	int direct;			/* direct_io for every open file */
+	int minixdf;
+	int norecovery;
+	int acl;
+	int noatime;			/* atime updates off */
+	int strictatime;		/* atime updated on every access */
+	int auto_unmount;
+	unsigned long long cache_size;	/* bytes of block cache */
+	unsigned long long offset;	/* byte offset of the fs in device */
+	int partition;			/* 1-based partition number, 0: none */
+	unsigned long long size_limit;	/* bytes the fs may span, 0: device */
+	char *lockfile;
+	char *fsname;
+	char *subtype;
+	char *fuse_mount_opts;		/* what goes to the kernel's mount */
+	unsigned int commit_interval;	/* seconds between flushes */
+	unsigned int max_threads;
+};
+
+#define F4_DEFAULT_CACHE_SIZE	(64ULL << 20)
+#define F4_DEFAULT_COMMIT	5
+
+int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
+void f4_free_options(struct f4_opts *opts);
+void f4_usage(const char *progname, int full);
+
+/* Who is asking: the FUSE layer fills this from the request. */
+struct f4_cred {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	mode_t umask;
+	int ngroups;			/* -1 until groups are fetched */
+	gid_t groups[64];
+	/* Fill in supplementary groups; called only when they matter. */
+	int (*get_groups)(struct f4_cred *cred);
+	void *req;			/* opaque, for get_groups */
+};
+
+struct f4_entry {
+	ext2_ino_t ino;
+	uint32_t generation;
+	struct stat attr;
+};
+
+/* In-core inode record: one per inode the kernel knows or has open. */
+struct f4_inode {
+	struct cache_node cnode;
+	ext2_ino_t ino;
+	uint64_t nlookup;		/* kernel references (lookup count) */
+	unsigned int nopen;		/* open files and directories */
+	unsigned int flags;
+	struct list_head orphan_link;	/* on f4fs.orphans when F4I_ORPHAN */
+	ext2_ino_t orphan_prev;		/* on-disk chain: who points at us */
+	uint32_t orphan_slot;		/* orphan_file: block << 16 | index */
+	uint64_t data_version;		/* bumped on every data change */
+};
+
+#define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
+#define F4I_PINNED	0x2		/* holds a cache reference for nlookup */
+
+/* An open file. */
+struct f4_file {
+	struct f4_inode *inode;
+	int flags;			/* open(2) flags */
+};
+
+/* An open directory: a snapshot of its entries, taken at offset 0. */
+struct f4_dirent {
+	ext2_ino_t ino;
+	uint8_t type;			/* DT_* */
+	uint8_t namelen;
+	uint32_t name_off;		/* into f4_dir.names */
+};
+
+struct f4_dir {
+	struct f4_inode *inode;
+	struct f4_dirent *ents;
+	size_t nents, cap;
+	char *names;
+	size_t names_len, names_cap;
+	int loaded;
+};
+
+struct f4_orphan_file;
+
+struct f4_error_note {
+	ext2_ino_t ino;
+	int what;
+};
+
+struct f4fs {
+	ext2_filsys fs;
+	pthread_mutex_t lock;
+	struct f4_opts *opts;
+	int ro;				/* no writes at all */
+	int forced_ro;			/* errors=remount-ro fired */
+	int shutdown;			/* errors=panic fired */
+	unsigned int blocksize;
+	unsigned int inode_size;
+	struct cache inodes;		/* struct f4_inode records */
+	struct list_head orphans;	/* in-core orphan list (orphan.c) */
+	int dirty;			/* metadata changed since last flush */
+	uint16_t mount_state;		/* s_state when mounted */
+	time_t last_flush;
+	uint64_t journal_blocks;	/* for statfs overhead */
+	uint64_t overhead;		/* metadata blocks, for bsddf */
+	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
+	struct f4_orphan_file *ofile;	/* orphan.c */
+	pthread_t flusher;
+	int flusher_running;
+	pthread_cond_t flusher_cond;
+	int stopping;
+	int closed;			/* f4_fs_close() has run */
+	int close_status;
+	int lock_fd;			/* -o lockfile */
+	/* errors already logged, so each is logged once */
+	struct f4_error_note noted[64];
+	unsigned int nnoted;
+	/* The FUSE layer's way to drop kernel caches the core invalidates. */
+	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino);
+	void (*inval_entry)(struct f4fs *f, ext2_ino_t parent,
+			    const char *name, size_t len);
+	void (*panic)(struct f4fs *f);
+	void *fuse_priv;
+};
+
+/* errors.c */
+int f4_errno(errcode_t err);
+void f4_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void f4_log_to_syslog(int on);
+void f4_set_verbose(int on);
+int f4_fs_error(struct f4fs *f, ext2_ino_t ino, errcode_t err,
+		const char *what);
+int f4_corrupt(struct f4fs *f, ext2_ino_t ino, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int f4_check_writable(struct f4fs *f);
+
+/* super.c */
+int f4_fs_open(struct f4fs *f, struct f4_opts *opts);
+int f4_fs_close(struct f4fs *f);
+int f4_fs_flush(struct f4fs *f);
+void f4_fs_dirty(struct f4fs *f);
+int f4_statfs(struct f4fs *f, struct statvfs *st);
+int f4_start_flusher(struct f4fs *f);
+void f4_stop_flusher(struct f4fs *f);
+void f4_lock(struct f4fs *f);
+void f4_unlock(struct f4fs *f);
+
+/* blockio.c */
+extern io_manager f4_io_manager;
+int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
+void f4_io_tick(io_channel io);
+int f4_io_limit(io_channel io, unsigned long long blocks);
+errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
+			  void *buf);
+errcode_t f4_io_write_data(io_channel io, unsigned long long block, int count,
+			   const void *buf);
+
+/* inode.c */
+int f4_inode_init_cache(struct f4fs *f);
+void f4_inode_destroy_cache(struct f4fs *f);
+struct f4_inode *f4_iget(struct f4fs *f, ext2_ino_t ino);
+struct f4_inode *f4_iget_incore(struct f4fs *f, ext2_ino_t ino);
+void f4_iput(struct f4fs *f, struct f4_inode *inode);
+int f4_read_inode(struct f4fs *f, ext2_ino_t ino,
+		  struct ext2_inode_large *inode);
+int f4_write_inode(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode);
+int f4_check_ino(struct f4fs *f, ext2_ino_t ino);
+void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
+		      const struct ext2_inode_large *inode, struct stat *st);
+int f4_fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e);
+int f4_fill_entry_unlinked(struct f4fs *f, ext2_ino_t ino,
+			   struct f4_entry *e);
+int f4_lookup_ref(struct f4fs *f, ext2_ino_t ino);
+int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup);
+int f4_getattr(struct f4fs *f, ext2_ino_t ino, struct stat *st);
+
+#define F4_SET_MODE	(1 << 0)
+#define F4_SET_UID	(1 << 1)
+#define F4_SET_GID	(1 << 2)
+#define F4_SET_SIZE	(1 << 3)
+#define F4_SET_ATIME	(1 << 4)
+#define F4_SET_MTIME	(1 << 5)
+#define F4_SET_ATIME_NOW (1 << 7)
+#define F4_SET_MTIME_NOW (1 << 8)
+#define F4_SET_CTIME	(1 << 10)
+#define F4_SET_KILL_SUIDGID (1 << 11)
+int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+	       const struct stat *attr, int to_set, struct f4_file *fh,
+	       struct stat *out);
+
+/* Timestamps */
+void f4_now(struct timespec *ts);
+void f4_set_time(struct f4fs *f, struct ext2_inode_large *inode,
+		 int which, const struct timespec *ts);
+void f4_get_time(struct f4fs *f, const struct ext2_inode_large *inode,
+		 int which, struct timespec *ts);
+#define F4_ATIME	0
+#define F4_MTIME	1
+#define F4_CTIME	2
+#define F4_CRTIME	3
+void f4_touch(struct f4fs *f, struct ext2_inode_large *inode, int mask);
+#define F4_TOUCH_M	0x1
+#define F4_TOUCH_C	0x2
+#define F4_TOUCH_MC	(F4_TOUCH_M | F4_TOUCH_C)
+int f4_inode_has_extra(struct f4fs *f, const struct ext2_inode_large *inode,
+		       size_t field_end);
+
+/* perm.c */
+int f4_in_group(struct f4_cred *cred, gid_t gid);
+int f4_check_perm(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode, ext2_ino_t ino,
+		  int mask);
+int f4_check_ino_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		      int mask);
+int f4_is_owner(struct f4fs *f, const struct f4_cred *cred,
+		const struct ext2_inode_large *inode);
+int f4_self_checks(struct f4fs *f);
+int f4_capable(struct f4fs *f, const struct f4_cred *cred);
+int f4_check_sticky(struct f4fs *f, const struct f4_cred *cred,
+		    const struct ext2_inode_large *dir,
+		    const struct ext2_inode_large *victim);
+int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+	      int mask);
+
+/* dir.c: directory entries */
+int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
+		  size_t len, ext2_ino_t *ino, int *ftype);
+int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
+	       ext2_ino_t ino, int ftype);
+int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
+		  size_t len, ext2_ino_t expect);
+int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
+	       ext2_ino_t ino, int ftype);
+int f4_dir_is_empty(struct f4fs *f, ext2_ino_t dir);
+int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent);
+int f4_dir_init(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent,
+		struct ext2_inode_large *inode);
+int f4_opendir(struct f4fs *f, const struct f4_cred *cred, ext2_ino_t ino,
+	       struct f4_dir **dp);
+int f4_dir_load(struct f4fs *f, struct f4_dir *d);
+void f4_releasedir(struct f4fs *f, struct f4_dir *d);
+int f4_ftype_to_dt(int ftype);
+int f4_mode_to_ftype(mode_t mode);
+int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
+		   int (*fn)(ext2_ino_t ino, int ftype, const char *name,
+			     size_t len, void *arg),
+		   void *arg);
+
+/* htree.c: hashed directories */
+int f4_htree_lookup_leaf(struct f4fs *f, ext2_ino_t dir,
+			 const struct ext2_inode_large *inode,
+			 const char *name, size_t len, blk64_t *leaves,
+			 int maxleaves, int *nleaves);
+int f4_htree_convert(struct f4fs *f, ext2_ino_t dir,
+		     struct ext2_inode_large *inode);
+int f4_htree_clear(struct f4fs *f, ext2_ino_t dir,
+		   struct ext2_inode_large *inode);
+
+/* namei.c: names */
+int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	      const char *name, struct f4_entry *e);
+int f4_mknod(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	     const char *name, mode_t mode, dev_t rdev, struct f4_entry *e);
+int f4_mkdir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	     const char *name, mode_t mode, struct f4_entry *e);
+int f4_symlink(struct f4fs *f, struct f4_cred *cred, const char *target,
+	       ext2_ino_t parent, const char *name, struct f4_entry *e);
+int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+	    ext2_ino_t parent, const char *name, struct f4_entry *e);
+int f4_unlink(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	      const char *name);
+int f4_rmdir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	     const char *name);
+#define F4_RENAME_NOREPLACE	(1 << 0)
+#define F4_RENAME_EXCHANGE	(1 << 1)
+#define F4_RENAME_WHITEOUT	(1 << 2)
+int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	      const char *name, ext2_ino_t newparent, const char *newname,
+	      unsigned int flags);
+int f4_readlink(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size);
+int f4_create(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	      const char *name, mode_t mode, int flags, struct f4_entry *e,
+	      struct f4_file **fhp);
+int f4_tmpfile(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+	       mode_t mode, int flags, struct f4_entry *e,
+	       struct f4_file **fhp);
+int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
+		 mode_t mode, struct ext2_inode_large *pinode,
+		 ext2_ino_t *inop, struct ext2_inode_large *inode);
+int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
+		 struct ext2_inode_large *inode);
+int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
+		  struct ext2_inode_large *inode);
+int f4_check_name(const char *name, size_t *lenp);
+
+/* map.c: logical to physical block mapping */
+struct f4_map {
+	blk64_t lblk;
+	blk64_t pblk;			/* 0 for a hole */
+	blk64_t len;
+	int unwritten;
+};
+int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
+		  struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
+		  struct f4_map *map);
+int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
+		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
+		 struct f4_map *map, int *was_new);
+int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
+			 blk64_t len);
+int f4_map_init(struct f4fs *f);
+void f4_map_free(struct f4fs *f);
+
+/* file.c: file data */
+int f4_open(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino, int flags,
+	    struct f4_file **fhp);
+int f4_release(struct f4fs *f, struct f4_file *fh);
+ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
+		off_t off);
+ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
+		 const char *buf, size_t size, off_t off);
+int f4_fsync(struct f4fs *f, ext2_ino_t ino, int datasync);
+int f4_truncate(struct f4fs *f, ext2_ino_t ino,
+		struct ext2_inode_large *inode, uint64_t size);
+int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		 int mode, off_t off, off_t len);
+off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence);
+int f4_bmap(struct f4fs *f, ext2_ino_t ino, uint64_t blocksize,
+	    uint64_t *idx);
+uint64_t f4_max_file_size(struct f4fs *f, const struct ext2_inode_large *in);
+int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_inode_large *inode);
+int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
+	      uint64_t *trimmed);
+int f4_trim_past_eof(struct f4fs *f, ext2_ino_t ino,
+		     struct ext2_inode_large *inode);
+
+/* xattr.c */
+int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		const char *name, const void *value, size_t size, int flags);
+ssize_t f4_getxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		    const char *name, void *value, size_t size);
+ssize_t f4_listxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		     char *list, size_t size);
+int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		   const char *name);
+int f4_inherit_acl(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, mode_t *mode, int *has_acl);
+int f4_acl_chmod(struct f4fs *f, ext2_ino_t ino, mode_t mode);
+int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		      const struct ext2_inode_large *inode, int mask);
+int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode);
+
+/* ioctl.c */
+int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+	     unsigned int cmd, const void *in, size_t in_size, void *out,
+	     size_t *out_size);
+int f4_check_immutable(const struct ext2_inode_large *inode, int op);
+#define F4_OP_WRITE	1
+#define F4_OP_TRUNC	2
+#define F4_OP_UNLINK	3
+#define F4_OP_ATTR	4
+#define F4_OP_LINK	5
+
+/* orphan.c */
+int f4_orphan_add(struct f4fs *f, struct f4_inode *inode,
+		  struct ext2_inode_large *ei);
+int f4_orphan_del(struct f4fs *f, struct f4_inode *inode,
+		  struct ext2_inode_large *ei);
+int f4_orphan_recover(struct f4fs *f);
+int f4_orphan_load(struct f4fs *f);
+int f4_orphan_release_all(struct f4fs *f);
+int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
+
+/* partition.c */
+int f4_find_partition(const char *device, int number,
+		      unsigned long long *offset, unsigned long long *size,
+		      char *why, size_t whylen);
+
+#endif /* FUSE4FS_H */

@@ -1,0 +1,275 @@
+/*
+ * map.c - where a file's blocks are: logical to physical mapping, block
+ * allocation for writes, and the "system zone" check.
+ *
+ * Reads and writes work a run of contiguous blocks at a time (an extent,
+ * or a contiguous stretch of a block-mapped file) so that file data moves
+ * in large I/Os.  Every run taken from an inode is checked against the
+ * blocks the file system keeps for itself (superblocks, descriptors,
+ * bitmaps, inode tables) and its size: a damaged extent tree must not
+ * turn a write into one over metadata.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuse4fs.h"
+
+/* The runs of blocks that no file may own, as a block bitmap. */
+int f4_map_init(struct f4fs *f)
+{
+	ext2_filsys fs = f->fs;
+	ext2fs_block_bitmap zone;
+	errcode_t err;
+	dgrp_t g;
+
+	err = ext2fs_allocate_block_bitmap(fs, "system zone", &zone);
+	if (err)
+		return f4_errno(err);
+	for (g = 0; g < fs->group_desc_count; g++) {
+		blk64_t b;
+
+		ext2fs_reserve_super_and_bgd(fs, g, zone);
+		b = ext2fs_block_bitmap_loc(fs, g);
+		if (b && b < ext2fs_blocks_count(fs->super))
+			ext2fs_mark_block_bitmap2(zone, b);
+		b = ext2fs_inode_bitmap_loc(fs, g);
+		if (b && b < ext2fs_blocks_count(fs->super))
+			ext2fs_mark_block_bitmap2(zone, b);
+		b = ext2fs_inode_table_loc(fs, g);
+		if (b && b + fs->inode_blocks_per_group <=
+			 ext2fs_blocks_count(fs->super))
+			ext2fs_mark_block_bitmap_range2(zone, b,
+						fs->inode_blocks_per_group);
+	}
+	f->sysmap = zone;
+	return 0;
+}
+
+void f4_map_free(struct f4fs *f)
+{
+	if (f->sysmap)
+		ext2fs_free_block_bitmap(f->sysmap);
+	f->sysmap = NULL;
+}
+
+/* 0 if [pblk, pblk + len) may hold file data, else -EFSCORRUPTED. */
+int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
+			 blk64_t len)
+{
+	blk64_t end = ext2fs_blocks_count(f->fs->super);
+
+	if (!len || pblk < f->fs->super->s_first_data_block || pblk >= end ||
+	    len > end - pblk)
+		return f4_corrupt(f, ino, "block %llu (+%llu) outside the "
+				  "file system", (unsigned long long)pblk,
+				  (unsigned long long)len);
+	if (f->sysmap &&
+	    !ext2fs_test_block_bitmap_range2(f->sysmap, pblk, len))
+		return f4_corrupt(f, ino, "blocks %llu-%llu overlap file "
+				  "system metadata", (unsigned long long)pblk,
+				  (unsigned long long)(pblk + len - 1));
+	return 0;
+}
+
+static int map_extent(struct f4fs *f, ext2_ino_t ino,
+		      struct ext2_inode_large *inode, blk64_t lblk,
+		      blk64_t len, struct f4_map *map)
+{
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	errcode_t err;
+	int ret = 0;
+
+	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	err = ext2fs_extent_goto2(h, 0, lblk);
+	if (!err) {
+		err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+		if (err)
+			goto out;
+		if (ex.e_lblk > lblk || !ex.e_len ||
+		    lblk - ex.e_lblk >= ex.e_len) {
+			ret = f4_corrupt(f, ino, "extent lookup for block %llu "
+					 "returned %llu+%u",
+					 (unsigned long long)lblk,
+					 (unsigned long long)ex.e_lblk,
+					 ex.e_len);
+			goto out;
+		}
+		map->pblk = ex.e_pblk + (lblk - ex.e_lblk);
+		if (len > ex.e_len - (lblk - ex.e_lblk))
+			len = ex.e_len - (lblk - ex.e_lblk);
+		map->len = len;
+		map->unwritten = !!(ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT);
+		ret = f4_valid_data_blocks(f, ino, map->pblk, map->len);
+		goto out;
+	}
+	if (err != EXT2_ET_EXTENT_NOT_FOUND && err != EXT2_ET_NO_CURRENT_NODE)
+		goto out;
+	/* A hole: it lasts until the next extent, if any */
+	err = 0;
+	map->pblk = 0;
+	map->unwritten = 0;
+	map->len = len;
+	if (ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex))
+		goto out;
+	while (ex.e_lblk <= lblk) {
+		if (ext2fs_extent_get(h, EXT2_EXTENT_NEXT_LEAF, &ex))
+			goto out;
+	}
+	if (ex.e_lblk - lblk < map->len)
+		map->len = ex.e_lblk - lblk;
+out:
+	ext2fs_extent_free(h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	return ret;
+}
+
+static int map_blockmap(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t lblk,
+			blk64_t len, struct f4_map *map)
+{
+	blk64_t first = 0, p, i;
+	errcode_t err;
+
+	if (len > 1024)
+		len = 1024;
+	for (i = 0; i < len; i++) {
+		err = ext2fs_bmap2(f->fs, ino, (struct ext2_inode *)inode,
+				   NULL, 0, lblk + i, NULL, &p);
+		if (err)
+			return f4_fs_error(f, ino, err, "reading block map");
+		if (!i)
+			first = p;
+		else if (!first != !p || (first && p != first + i))
+			break;
+	}
+	map->pblk = first;
+	map->len = i;
+	map->unwritten = 0;
+	if (first)
+		return f4_valid_data_blocks(f, ino, first, i);
+	return 0;
+}
+
+/*
+ * The run of blocks starting at lblk, at most len long: mapped (pblk),
+ * unwritten (reads as zeros), or a hole (pblk 0).
+ */
+int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
+		  struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
+		  struct f4_map *map)
+{
+	map->lblk = lblk;
+	if (inode->i_flags & EXT4_EXTENTS_FL)
+		return map_extent(f, ino, inode, lblk, len, map);
+	return map_blockmap(f, ino, inode, lblk, len, map);
+}
+
+static blk64_t alloc_goal(struct f4fs *f, ext2_ino_t ino,
+			  struct ext2_inode_large *inode, blk64_t lblk)
+{
+	struct f4_map prev;
+
+	if (lblk && !f4_map_blocks(f, ino, inode, lblk - 1, 1, &prev) &&
+	    prev.pblk)
+		return prev.pblk + 1;
+	return ext2fs_find_inode_goal(f->fs, ino, (struct ext2_inode *)inode,
+				      lblk);
+}
+
+/* Unwritten blocks about to be written become initialized. */
+static int convert_unwritten(struct f4fs *f, ext2_ino_t ino,
+			     struct ext2_inode_large *inode,
+			     const struct f4_map *map)
+{
+	ext2_extent_handle_t h;
+	errcode_t err;
+	blk64_t i;
+
+	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	for (i = 0; !err && i < map->len; i++)
+		err = ext2fs_extent_set_bmap(h, map->lblk + i, map->pblk + i,
+					     0);
+	ext2fs_extent_free(h);
+	if (err)
+		return f4_fs_error(f, ino, err, "initializing extent");
+	return 0;
+}
+
+static int alloc_blockmap(struct f4fs *f, ext2_ino_t ino,
+			  struct ext2_inode_large *inode, blk64_t lblk,
+			  blk64_t len)
+{
+	blk64_t i, p;
+	errcode_t err;
+
+	if (len > 256)
+		len = 256;
+	for (i = 0; i < len; i++) {
+		p = 0;
+		err = ext2fs_bmap2(f->fs, ino, (struct ext2_inode *)inode,
+				   NULL, BMAP_ALLOC, lblk + i, NULL, &p);
+		if (err) {
+			if (i)
+				break;		/* keep what we got */
+			return f4_fs_error(f, ino, err, "allocating block");
+		}
+	}
+	return 0;
+}
+
+/*
+ * Make the first blocks of [lblk, lblk + len) ready for writing: mapped
+ * and initialized.  *was_new says the run held no data before, so parts
+ * of its first and last blocks that the write doesn't cover must be
+ * zeroed by the caller.  The inode is changed in memory; the caller
+ * writes it.
+ */
+int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
+		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
+		 struct f4_map *map, int *was_new)
+{
+	errcode_t err;
+	int ret;
+
+	*was_new = 0;
+	ret = f4_map_blocks(f, ino, inode, lblk, len, map);
+	if (ret || (map->pblk && !map->unwritten))
+		return ret;
+	*was_new = 1;
+	if (map->unwritten) {
+		ret = convert_unwritten(f, ino, inode, map);
+		map->unwritten = 0;
+		return ret;
+	}
+	if (inode->i_flags & EXT4_EXTENTS_FL) {
+		err = ext2fs_fallocate(f->fs, EXT2_FALLOCATE_FORCE_INIT |
+				       EXT2_FALLOCATE_INIT_BEYOND_EOF, ino,
+				       (struct ext2_inode *)inode,
+				       alloc_goal(f, ino, inode, lblk), lblk,
+				       map->len);
+		if (err && err != EXT2_ET_BLOCK_ALLOC_FAIL)
+			return f4_fs_error(f, ino, err, "allocating blocks");
+		/* ENOSPC part-way: use whatever was allocated */
+	} else {
+		ret = alloc_blockmap(f, ino, inode, lblk, map->len);
+		if (ret)
+			return ret;
+	}
+	f4_fs_dirty(f);
+	ret = f4_map_blocks(f, ino, inode, lblk, map->len, map);
+	if (ret)
+		return ret;
+	if (!map->pblk)
+		return -ENOSPC;
+	if (map->unwritten)
+		return f4_corrupt(f, ino, "new blocks are unwritten");
+	return 0;
+}

@@ -1,0 +1,859 @@
+/*
+ * ops.c - the FUSE layer: each handler decodes the request, takes the
+ * lock, calls the core, and replies.  Nothing here knows ext2.
+ *
+ * The nodeid is the inode number, except that FUSE's root (1) is ext2's
+ * root inode (2).  Because fuse4fs owns the image while mounted, nothing
+ * changes behind the kernel's back, so entries and attributes are given
+ * long timeouts and file pages are kept across opens.
+ */
+#include "config.h"
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include "fuse4fs.h"
+#include "ops.h"
+
+#define CACHE_TIMEOUT	86400.0
+
+static struct f4fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+ext2_ino_t f4_ino_of(fuse_ino_t n)
+{
+	return n == FUSE_ROOT_ID ? EXT2_ROOT_INO : (ext2_ino_t)n;
+}
+
+fuse_ino_t f4_nodeid_of(ext2_ino_t ino)
+{
+	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ino;
+}
+
+static int get_groups(struct f4_cred *cred)
+{
+	int n = fuse_req_getgroups(cred->req, 64, cred->groups);
+
+	cred->ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	return 0;
+}
+
+void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	cred->uid = ctx->uid;
+	cred->gid = ctx->gid;
+	cred->pid = ctx->pid;
+	cred->umask = ctx->umask;
+	cred->ngroups = -1;
+	cred->get_groups = get_groups;
+	cred->req = req;
+}
+
+static void fill_param(const struct f4_entry *e, struct fuse_entry_param *ep)
+{
+	memset(ep, 0, sizeof(*ep));
+	ep->ino = f4_nodeid_of(e->ino);
+	ep->generation = e->generation;
+	ep->attr = e->attr;
+	ep->attr_timeout = CACHE_TIMEOUT;
+	ep->entry_timeout = CACHE_TIMEOUT;
+}
+
+/* Reply with a new entry; if the kernel never gets it, undo the ref. */
+static void reply_entry(fuse_req_t req, struct f4fs *f, int ret,
+			const struct f4_entry *e)
+{
+	struct fuse_entry_param ep;
+
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fill_param(e, &ep);
+	if (fuse_reply_entry(req, &ep)) {
+		f4_lock(f);
+		f4_forget(f, e->ino, 1);
+		f4_unlock(f);
+	}
+}
+
+static void reply_err(fuse_req_t req, int ret)
+{
+	fuse_reply_err(req, ret < 0 ? -ret : ret);
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct f4fs *f = userdata;
+
+	conn->want |= conn->capable & (FUSE_CAP_ATOMIC_O_TRUNC |
+				       FUSE_CAP_EXPORT_SUPPORT |
+				       FUSE_CAP_IOCTL_DIR |
+				       FUSE_CAP_CACHE_SYMLINKS);
+	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+			FUSE_CAP_SPLICE_MOVE);
+	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	conn->max_write = 1 << 20;
+	conn->max_readahead = 1 << 20;
+	conn->time_gran = 1;
+}
+
+static void op_destroy(void *userdata)
+{
+	struct f4fs *f = userdata;
+
+	/*
+	 * For fuseblk mounts the kernel waits for this reply before umount
+	 * returns: everything must be on the device when it does.
+	 */
+	f4_stop_flusher(f);
+	f4_lock(f);
+	f->close_status = f4_fs_close(f);
+	f->closed = 1;
+	f4_unlock(f);
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_entry e;
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_lookup(f, &cred, f4_ino_of(parent), name, &e);
+	f4_unlock(f);
+	if (ret == -ENOENT) {
+		/* Nobody else changes the image: absence can be cached too */
+		struct fuse_entry_param ep;
+
+		memset(&ep, 0, sizeof(ep));
+		ep.entry_timeout = CACHE_TIMEOUT;
+		fuse_reply_entry(req, &ep);
+		return;
+	}
+	reply_entry(req, f, ret, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct f4fs *f = fs_of(req);
+
+	f4_lock(f);
+	f4_forget(f, f4_ino_of(ino), nlookup);
+	f4_unlock(f);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	struct f4fs *f = fs_of(req);
+	size_t i;
+
+	f4_lock(f);
+	for (i = 0; i < count; i++)
+		f4_forget(f, f4_ino_of(forgets[i].ino), forgets[i].nlookup);
+	f4_unlock(f);
+	fuse_reply_none(req);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_mknod(f, &cred, f4_ino_of(parent), name, mode, rdev, &e);
+	f4_unlock(f);
+	reply_entry(req, f, ret, &e);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_mkdir(f, &cred, f4_ino_of(parent), name, mode, &e);
+	f4_unlock(f);
+	reply_entry(req, f, ret, &e);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_symlink(f, &cred, link, f4_ino_of(parent), name, &e);
+	f4_unlock(f);
+	reply_entry(req, f, ret, &e);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_link(f, &cred, f4_ino_of(ino), f4_ino_of(newparent), newname,
+		      &e);
+	f4_unlock(f);
+	reply_entry(req, f, ret, &e);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_unlink(f, &cred, f4_ino_of(parent), name);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_rmdir(f, &cred, f4_ino_of(parent), name);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_rename(f, &cred, f4_ino_of(parent), name,
+			f4_ino_of(newparent), newname, flags);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct f4fs *f = fs_of(req);
+	char buf[PATH_MAX + 1];
+	int ret;
+
+	f4_lock(f);
+	ret = f4_readlink(f, f4_ino_of(ino), buf, sizeof(buf));
+	f4_unlock(f);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+/* ---- attributes ---------------------------------------------------------- */
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct stat st;
+	int ret;
+
+	f4_lock(f);
+	ret = f4_getattr(f, f4_ino_of(ino), &st);
+	f4_unlock(f);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_attr(req, &st, CACHE_TIMEOUT);
+}
+
+static int setattr_flags(int to_set)
+{
+	static const struct { int fuse, f4; } map[] = {
+		{ FUSE_SET_ATTR_MODE, F4_SET_MODE },
+		{ FUSE_SET_ATTR_UID, F4_SET_UID },
+		{ FUSE_SET_ATTR_GID, F4_SET_GID },
+		{ FUSE_SET_ATTR_SIZE, F4_SET_SIZE },
+		{ FUSE_SET_ATTR_ATIME, F4_SET_ATIME },
+		{ FUSE_SET_ATTR_MTIME, F4_SET_MTIME },
+		{ FUSE_SET_ATTR_ATIME_NOW, F4_SET_ATIME | F4_SET_ATIME_NOW },
+		{ FUSE_SET_ATTR_MTIME_NOW, F4_SET_MTIME | F4_SET_MTIME_NOW },
+		{ FUSE_SET_ATTR_CTIME, F4_SET_CTIME },
+		{ FUSE_SET_ATTR_KILL_SUID, F4_SET_KILL_SUIDGID },
+		{ FUSE_SET_ATTR_KILL_SGID, F4_SET_KILL_SUIDGID },
+		{ FUSE_SET_ATTR_KILL_PRIV, F4_SET_KILL_SUIDGID },
+	};
+	int out = 0;
+	size_t i;
+
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (to_set & map[i].fuse)
+			out |= map[i].f4;
+	return out;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	struct stat st;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_setattr(f, &cred, f4_ino_of(ino), attr, setattr_flags(to_set),
+			 fi ? (struct f4_file *)(uintptr_t)fi->fh : NULL, &st);
+	f4_unlock(f);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_attr(req, &st, CACHE_TIMEOUT);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_access(f, &cred, f4_ino_of(ino), mask);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct f4fs *f = fs_of(req);
+	struct statvfs st;
+
+	f4_lock(f);
+	f4_statfs(f, &st);
+	f4_unlock(f);
+	fuse_reply_statfs(req, &st);
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+static struct f4_file *fh_of(struct fuse_file_info *fi)
+{
+	return (struct f4_file *)(uintptr_t)fi->fh;
+}
+
+static void set_open_flags(struct f4fs *f, struct fuse_file_info *fi)
+{
+	fi->keep_cache = !f->opts->direct;
+	fi->direct_io = f->opts->direct;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_file *fh = NULL;
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_open(f, &cred, f4_ino_of(ino), fi->flags, &fh);
+	f4_unlock(f);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->fh = (uintptr_t)fh;
+	set_open_flags(f, fi);
+	if (fi->flags & O_TRUNC)
+		fi->keep_cache = 0;
+	if (fuse_reply_open(req, fi)) {
+		f4_lock(f);
+		f4_release(f, fh);
+		f4_unlock(f);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct fuse_entry_param ep;
+	struct f4_file *fh = NULL;
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_create(f, &cred, f4_ino_of(parent), name, mode, fi->flags, &e,
+			&fh);
+	f4_unlock(f);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->fh = (uintptr_t)fh;
+	set_open_flags(f, fi);
+	fill_param(&e, &ep);
+	if (fuse_reply_create(req, &ep, fi)) {
+		f4_lock(f);
+		f4_release(f, fh);
+		f4_forget(f, e.ino, 1);
+		f4_unlock(f);
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	char *buf = malloc(size ? size : 1);
+	ssize_t ret;
+
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	f4_lock(f);
+	ret = f4_read(f, fh_of(fi), buf, size, off);
+	f4_unlock(f);
+	if (ret < 0)
+		reply_err(req, ret);
+	else
+		fuse_reply_buf(req, buf, ret);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	ssize_t ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_write(f, &cred, fh_of(fi), buf, size, off);
+	f4_unlock(f);
+	if (ret < 0)
+		reply_err(req, ret);
+	else
+		fuse_reply_write(req, ret);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+
+	f4_lock(f);
+	f4_release(f, fh_of(fi));
+	f4_unlock(f);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	int ret;
+
+	f4_lock(f);
+	ret = f4_fsync(f, f4_ino_of(ino), datasync);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			 off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_fallocate(f, &cred, f4_ino_of(ino), mode, off, len);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	off_t ret;
+
+	f4_lock(f);
+	ret = f4_lseek(f, f4_ino_of(ino), off, whence);
+	f4_unlock(f);
+	if (ret < 0)
+		reply_err(req, ret);
+	else
+		fuse_reply_lseek(req, ret);
+}
+
+static void op_bmap(fuse_req_t req, fuse_ino_t ino, size_t blocksize,
+		    uint64_t idx)
+{
+	struct f4fs *f = fs_of(req);
+	int ret;
+
+	f4_lock(f);
+	ret = f4_bmap(f, f4_ino_of(ino), blocksize, &idx);
+	f4_unlock(f);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_bmap(req, idx);
+}
+
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
+		     void *arg, struct fuse_file_info *fi, unsigned flags,
+		     const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	char out[256];
+	size_t out_size = out_bufsz < sizeof(out) ? out_bufsz : sizeof(out);
+	int ret;
+
+	if (flags & FUSE_IOCTL_UNRESTRICTED) {
+		reply_err(req, -ENOTTY);
+		return;
+	}
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_ioctl(f, &cred, f4_ino_of(ino), cmd, in_buf, in_bufsz, out,
+		       &out_size);
+	f4_unlock(f);
+	if (ret)
+		reply_err(req, ret);
+	else
+		fuse_reply_ioctl(req, 0, out_size ? out : NULL, out_size);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+static struct f4_dir *dir_of(struct fuse_file_info *fi)
+{
+	return (struct f4_dir *)(uintptr_t)fi->fh;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_dir *d = NULL;
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_opendir(f, &cred, f4_ino_of(ino), &d);
+	f4_unlock(f);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi)) {
+		f4_lock(f);
+		f4_releasedir(f, d);
+		f4_unlock(f);
+	}
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_dir *d = dir_of(fi);
+	char *buf;
+	size_t used = 0;
+	int ret = 0;
+
+	buf = malloc(size);
+	if (!buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	f4_lock(f);
+	if (off == 0 || !d->loaded)
+		ret = f4_dir_load(f, d);
+	for (; !ret && (size_t)off < d->nents; off++) {
+		struct f4_dirent *de = &d->ents[off];
+		const char *name = d->names + de->name_off;
+		struct fuse_entry_param ep;
+		struct f4_entry e;
+		size_t len;
+		int dot = name[0] == '.' && (!name[1] ||
+					     (name[1] == '.' && !name[2]));
+
+		memset(&e, 0, sizeof(e));
+		e.ino = de->ino;
+		e.attr.st_ino = de->ino;
+		e.attr.st_mode = de->type << 12;
+		if (!plus) {
+			len = fuse_add_direntry(req, buf + used, size - used,
+						name, &e.attr, off + 1);
+		} else {
+			if (!dot) {
+				ret = f4_fill_entry(f, de->ino, &e);
+				if (ret)
+					break;
+			}
+			fill_param(&e, &ep);
+			if (dot)
+				ep.ino = 0;
+			len = fuse_add_direntry_plus(req, buf + used,
+						     size - used, name, &ep,
+						     off + 1);
+		}
+		if (len > size - used)
+			break;
+		/* Every entry but . and .. hands the kernel a reference */
+		if (plus && !dot)
+			f4_lookup_ref(f, de->ino);
+		used += len;
+	}
+	f4_unlock(f);
+	/* An entry we can't stat ends the listing there, not silently */
+	if (ret && !used)
+		reply_err(req, ret);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, size, off, fi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+
+	f4_lock(f);
+	f4_releasedir(f, dir_of(fi));
+	f4_unlock(f);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	op_fsync(req, ino, datasync, fi);
+}
+
+/* ---- extended attributes ------------------------------------------------ */
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_setxattr(f, &cred, f4_ino_of(ino), name, value, size, flags);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+static void reply_xattr(fuse_req_t req, ssize_t ret, size_t size,
+			const char *buf)
+{
+	if (ret < 0)
+		reply_err(req, ret);
+	else if (!size)
+		fuse_reply_xattr(req, ret);
+	else
+		fuse_reply_buf(req, buf, ret);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_getxattr(f, &cred, f4_ino_of(ino), name, buf, size);
+	f4_unlock(f);
+	reply_xattr(req, ret, size, buf);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		reply_err(req, -ENOMEM);
+		return;
+	}
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_listxattr(f, &cred, f4_ino_of(ino), buf, size);
+	f4_unlock(f);
+	reply_xattr(req, ret, size, buf);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct f4fs *f = fs_of(req);
+	struct f4_cred cred;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_removexattr(f, &cred, f4_ino_of(ino), name);
+	f4_unlock(f);
+	reply_err(req, ret);
+}
+
+#ifdef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
+static void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	struct f4fs *f = fs_of(req);
+	struct fuse_entry_param ep;
+	struct f4_file *fh = NULL;
+	struct f4_cred cred;
+	struct f4_entry e;
+	int ret;
+
+	f4_cred_of(req, &cred);
+	f4_lock(f);
+	ret = f4_tmpfile(f, &cred, f4_ino_of(parent), mode, fi->flags, &e, &fh);
+	f4_unlock(f);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fi->fh = (uintptr_t)fh;
+	set_open_flags(f, fi);
+	fill_param(&e, &ep);
+	if (fuse_reply_create(req, &ep, fi)) {
+		f4_lock(f);
+		f4_release(f, fh);
+		f4_forget(f, e.ino, 1);
+		f4_unlock(f);
+	}
+}
+#endif
+
+const struct fuse_lowlevel_ops f4_ops = {
+	.init		= op_init,
+	.destroy	= op_destroy,
+	.lookup		= op_lookup,
+	.forget		= op_forget,
+	.forget_multi	= op_forget_multi,
+	.getattr	= op_getattr,
+	.setattr	= op_setattr,
+	.readlink	= op_readlink,
+	.mknod		= op_mknod,
+	.mkdir		= op_mkdir,
+	.unlink		= op_unlink,
+	.rmdir		= op_rmdir,
+	.symlink	= op_symlink,
+	.rename		= op_rename,
+	.link		= op_link,
+	.open		= op_open,
+	.read		= op_read,
+	.write		= op_write,
+	.flush		= op_flush,
+	.release	= op_release,
+	.fsync		= op_fsync,
+	.opendir	= op_opendir,
+	.readdir	= op_readdir,
+	.readdirplus	= op_readdirplus,
+	.releasedir	= op_releasedir,
+	.fsyncdir	= op_fsyncdir,
+	.statfs		= op_statfs,
+	.setxattr	= op_setxattr,
+	.getxattr	= op_getxattr,
+	.listxattr	= op_listxattr,
+	.removexattr	= op_removexattr,
+	.access		= op_access,
+	.create		= op_create,
+	.bmap		= op_bmap,
+	.ioctl		= op_ioctl,
+	.fallocate	= op_fallocate,
+	.lseek		= op_lseek,
+#ifdef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
+	.tmpfile	= op_tmpfile,
+#endif
+};

@@ -1,0 +1,246 @@
+/*
+ * session.c - fuse4fs's own request loop.
+ *
+ * libfuse 3.14 answers FUSE_TMPFILE (O_TMPFILE) with ENOSYS because its
+ * op table has no slot for it.  Rather than fork libfuse, fuse4fs reads
+ * requests itself (fuse_session_receive_buf), handles FUSE_TMPFILE here,
+ * and passes everything else to fuse_session_process_buf().  Where
+ * configure finds libfuse's own tmpfile op, that is used instead.
+ *
+ * Workers: N threads each receive and process requests; the core's one
+ * lock serializes the file-system work.  Cancellation is only allowed
+ * while a worker waits for a request, never while it holds the lock.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+#ifndef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
+#include <linux/fuse.h>
+
+/* Supplementary groups of a process, for requests libfuse doesn't see. */
+static int proc_groups(struct f4_cred *cred)
+{
+	char path[64], line[4096];
+	FILE *fp;
+
+	cred->ngroups = 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp)) {
+		char *p, *end;
+
+		if (strncmp(line, "Groups:", 7))
+			continue;
+		for (p = line + 7; cred->ngroups < 64; p = end) {
+			unsigned long g = strtoul(p, &end, 10);
+
+			if (end == p)
+				break;
+			cred->groups[cred->ngroups++] = g;
+		}
+		break;
+	}
+	fclose(fp);
+	return 0;
+}
+
+static void fill_attr(const struct stat *st, struct fuse_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->ino = st->st_ino;
+	a->size = st->st_size;
+	a->blocks = st->st_blocks;
+	a->atime = st->st_atim.tv_sec;
+	a->mtime = st->st_mtim.tv_sec;
+	a->ctime = st->st_ctim.tv_sec;
+	a->atimensec = st->st_atim.tv_nsec;
+	a->mtimensec = st->st_mtim.tv_nsec;
+	a->ctimensec = st->st_ctim.tv_nsec;
+	a->mode = st->st_mode;
+	a->nlink = st->st_nlink;
+	a->uid = st->st_uid;
+	a->gid = st->st_gid;
+	a->rdev = st->st_rdev;
+	a->blksize = st->st_blksize;
+}
+
+static int send_reply(struct fuse_session *se, uint64_t unique, int error,
+		      struct iovec *iov, int n)
+{
+	struct fuse_out_header out;
+	size_t len = sizeof(out);
+	int i;
+
+	for (i = 1; i < n; i++)
+		len += iov[i].iov_len;
+	out.unique = unique;
+	out.error = error;
+	out.len = len;
+	iov[0].iov_base = &out;
+	iov[0].iov_len = sizeof(out);
+	if (writev(fuse_session_fd(se), iov, n) != (ssize_t)len)
+		return -errno;
+	return 0;
+}
+
+/* FUSE_TMPFILE: a create without a name; the reply is a create reply. */
+static void handle_tmpfile(struct fuse_session *se, struct f4fs *f,
+			   const struct fuse_buf *buf)
+{
+	const struct fuse_in_header *in = buf->mem;
+	const struct fuse_create_in *arg = (const void *)(in + 1);
+	struct fuse_entry_out eo;
+	struct fuse_open_out oo;
+	struct f4_file *fh = NULL;
+	struct f4_cred cred;
+	struct f4_entry e;
+	struct iovec iov[3];
+	int ret;
+
+	if (buf->size < sizeof(*in) + sizeof(*arg)) {
+		send_reply(se, in->unique, -EINVAL, iov, 1);
+		return;
+	}
+	memset(&cred, 0, sizeof(cred));
+	cred.uid = in->uid;
+	cred.gid = in->gid;
+	cred.pid = in->pid;
+	cred.umask = arg->umask;
+	cred.ngroups = -1;
+	cred.get_groups = proc_groups;
+
+	f4_lock(f);
+	ret = f4_tmpfile(f, &cred, f4_ino_of(in->nodeid), arg->mode,
+			 arg->flags, &e, &fh);
+	f4_unlock(f);
+	if (ret) {
+		send_reply(se, in->unique, ret, iov, 1);
+		return;
+	}
+	memset(&eo, 0, sizeof(eo));
+	eo.nodeid = f4_nodeid_of(e.ino);
+	eo.generation = e.generation;
+	eo.entry_valid = eo.attr_valid = 86400;
+	fill_attr(&e.attr, &eo.attr);
+	memset(&oo, 0, sizeof(oo));
+	oo.fh = (uintptr_t)fh;
+	oo.open_flags = f->opts->direct ? FOPEN_DIRECT_IO : FOPEN_KEEP_CACHE;
+	iov[1].iov_base = &eo;
+	iov[1].iov_len = sizeof(eo);
+	iov[2].iov_base = &oo;
+	iov[2].iov_len = sizeof(oo);
+	if (send_reply(se, in->unique, 0, iov, 3)) {
+		/* The caller is gone: nothing holds the file */
+		f4_lock(f);
+		f4_release(f, fh);
+		f4_forget(f, e.ino, 1);
+		f4_unlock(f);
+	}
+}
+
+static int is_tmpfile(const struct fuse_buf *buf)
+{
+	const struct fuse_in_header *in = buf->mem;
+
+	return !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= sizeof(*in) &&
+	       in->opcode == FUSE_TMPFILE;
+}
+#endif /* !HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE */
+
+struct worker {
+	pthread_t thread;
+	struct fuse_session *se;
+	struct f4fs *f;
+	sem_t *done;
+	struct fuse_buf buf;		/* freed after join: cancel-safe */
+	int error;
+	int started;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct fuse_buf *buf = &w->buf;
+	int res;
+
+	while (!fuse_session_exited(w->se)) {
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		res = fuse_session_receive_buf(w->se, buf);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		if (res == -EINTR)
+			continue;
+		if (res <= 0) {
+			if (res < 0)
+				w->error = res;
+			break;
+		}
+#ifndef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
+		if (is_tmpfile(buf)) {
+			handle_tmpfile(w->se, w->f, buf);
+			continue;
+		}
+#endif
+		fuse_session_process_buf(w->se, buf);
+	}
+	fuse_session_exit(w->se);
+	sem_post(w->done);
+	return NULL;
+}
+
+/*
+ * Serve requests until the file system is unmounted or fuse4fs is told
+ * to stop.  Returns 0, or the negative errno that stopped it.
+ */
+int f4_session_loop(struct fuse_session *se, struct f4fs *f, int threads)
+{
+	struct worker *w;
+	sem_t done;
+	int i, ret = 0;
+
+	if (threads < 1)
+		threads = 1;
+	w = calloc(threads, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	sem_init(&done, 0, 0);
+	for (i = 0; i < threads; i++) {
+		w[i].se = se;
+		w[i].f = f;
+		w[i].done = &done;
+		if (pthread_create(&w[i].thread, NULL, worker_main, &w[i])) {
+			ret = -errno;
+			fuse_session_exit(se);
+			break;
+		}
+		w[i].started = 1;
+	}
+	/* Wake on the first worker to finish, or on a signal */
+	while (!fuse_session_exited(se))
+		sem_wait(&done);
+	for (i = 0; i < threads; i++)
+		if (w[i].started)
+			pthread_cancel(w[i].thread);
+	for (i = 0; i < threads; i++) {
+		if (!w[i].started)
+			continue;
+		pthread_join(w[i].thread, NULL);
+		free(w[i].buf.mem);
+		if (w[i].error && !ret)
+			ret = w[i].error;
+	}
+	sem_destroy(&done);
+	free(w);
+	return ret;
+}

@@ -1,0 +1,723 @@
+/*
+ * xattr.c - extended attributes and POSIX ACLs.
+ *
+ * libext2fs stores the attributes, in the inode and in an external block,
+ * and converts POSIX ACLs between the VFS's xattr format and ext4's
+ * compact on-disk one.  This file adds what the kernel adds on top: the
+ * namespaces and who may use them, XATTR_CREATE/XATTR_REPLACE, ERANGE,
+ * the hidden system.data of inline-data inodes, and ACL semantics
+ * (inheritance of default ACLs, the mode <-> ACL mask link, checks).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <linux/limits.h>
+
+#include "fuse4fs.h"
+
+#define MAY_WRITE	2
+#define MAY_READ	4
+
+#define ACL_ACCESS	"system.posix_acl_access"
+#define ACL_DEFAULT	"system.posix_acl_default"
+#define XATTR_MAX_VALUE	65536
+
+/* The VFS's POSIX ACL xattr format (what libext2fs hands us). */
+#define ACL_VERSION	2
+#define ACL_USER_OBJ	0x01
+#define ACL_USER	0x02
+#define ACL_GROUP_OBJ	0x04
+#define ACL_GROUP	0x08
+#define ACL_MASK	0x10
+#define ACL_OTHER	0x20
+#define ACL_UNDEF_ID	((uint32_t)-1)
+
+struct acl_entry {
+	uint16_t tag;
+	uint16_t perm;
+	uint32_t id;
+};
+
+struct acl {
+	int count;
+	struct acl_entry e[];
+};
+
+enum ns { NS_USER, NS_TRUSTED, NS_SECURITY, NS_ACL, NS_BAD };
+
+static enum ns name_space(const char *name)
+{
+	if (!strncmp(name, "user.", 5))
+		return NS_USER;
+	if (!strncmp(name, "trusted.", 8))
+		return NS_TRUSTED;
+	if (!strncmp(name, "security.", 9))
+		return NS_SECURITY;
+	if (!strcmp(name, ACL_ACCESS) || !strcmp(name, ACL_DEFAULT))
+		return NS_ACL;
+	return NS_BAD;
+}
+
+static int open_xattrs(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_xattr_handle **h)
+{
+	errcode_t err;
+
+	err = ext2fs_xattrs_open(f->fs, ino, h);
+	if (err)
+		return f4_fs_error(f, ino, err, "opening xattrs");
+	err = ext2fs_xattrs_read(*h);
+	if (err) {
+		ext2fs_xattrs_close(h);
+		return f4_fs_error(f, ino, err, "reading xattrs");
+	}
+	return 0;
+}
+
+/* Read one attribute: value malloc'ed in *val.  -ENODATA if absent. */
+static int get_value(struct f4fs *f, ext2_ino_t ino, const char *name,
+		     void **val, size_t *len)
+{
+	struct ext2_xattr_handle *h;
+	errcode_t err;
+	int ret;
+
+	ret = open_xattrs(f, ino, &h);
+	if (ret)
+		return ret;
+	err = ext2fs_xattr_get(h, name, val, len);
+	ext2fs_xattrs_close(&h);
+	if (err == EXT2_ET_EA_KEY_NOT_FOUND)
+		return -ENODATA;
+	if (err)
+		return f4_fs_error(f, ino, err, "reading xattr");
+	return 0;
+}
+
+/* Set (value != NULL) or remove one attribute. */
+static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
+		     const void *value, size_t size, int flags)
+{
+	struct ext2_xattr_handle *h;
+	void *old = NULL;
+	size_t oldlen;
+	errcode_t err;
+	int ret, exists;
+
+	ret = open_xattrs(f, ino, &h);
+	if (ret)
+		return ret;
+	err = ext2fs_xattr_get(h, name, &old, &oldlen);
+	exists = !err;
+	if (old)
+		ext2fs_free_mem(&old);
+	if (err && err != EXT2_ET_EA_KEY_NOT_FOUND) {
+		ret = f4_fs_error(f, ino, err, "reading xattr");
+		goto out;
+	}
+	if (value) {
+		if ((flags & XATTR_CREATE) && exists) {
+			ret = -EEXIST;
+			goto out;
+		}
+		if ((flags & XATTR_REPLACE) && !exists) {
+			ret = -ENODATA;
+			goto out;
+		}
+		err = ext2fs_xattr_set(h, name, value, size);
+	} else {
+		if (!exists) {
+			ret = -ENODATA;
+			goto out;
+		}
+		err = ext2fs_xattr_remove(h, name);
+	}
+	if (err) {
+		ret = f4_fs_error(f, ino, err, "writing xattr");
+		goto out;
+	}
+	f4_fs_dirty(f);
+out:
+	ext2fs_xattrs_close(&h);
+	return ret;
+}
+
+/* ---- ACLs ------------------------------------------------------------- */
+
+static struct acl *acl_parse(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	struct acl *acl;
+	int i, n;
+
+	if (len < 4 || (len - 4) % 8 || ext2fs_le32_to_cpu(*(uint32_t *)p) !=
+	    ACL_VERSION)
+		return NULL;
+	n = (len - 4) / 8;
+	acl = malloc(sizeof(*acl) + n * sizeof(struct acl_entry));
+	if (!acl)
+		return NULL;
+	acl->count = n;
+	for (i = 0; i < n; i++) {
+		const uint8_t *e = p + 4 + i * 8;
+
+		acl->e[i].tag = e[0] | e[1] << 8;
+		acl->e[i].perm = e[2] | e[3] << 8;
+		acl->e[i].id = ext2fs_le32_to_cpu(*(uint32_t *)(e + 4));
+	}
+	return acl;
+}
+
+static void *acl_format(const struct acl *acl, size_t *len)
+{
+	uint8_t *buf, *e;
+	uint32_t v;
+	int i;
+
+	*len = 4 + acl->count * 8;
+	buf = malloc(*len);
+	if (!buf)
+		return NULL;
+	v = ext2fs_cpu_to_le32(ACL_VERSION);
+	memcpy(buf, &v, 4);
+	for (i = 0; i < acl->count; i++) {
+		e = buf + 4 + i * 8;
+		e[0] = acl->e[i].tag & 0xff;
+		e[1] = acl->e[i].tag >> 8;
+		e[2] = acl->e[i].perm & 0xff;
+		e[3] = acl->e[i].perm >> 8;
+		v = ext2fs_cpu_to_le32(acl->e[i].id);
+		memcpy(e + 4, &v, 4);
+	}
+	return buf;
+}
+
+/* The entry that carries the group class: the mask if any, else group. */
+static struct acl_entry *acl_find(struct acl *acl, uint16_t tag)
+{
+	int i;
+
+	for (i = 0; i < acl->count; i++)
+		if (acl->e[i].tag == tag)
+			return &acl->e[i];
+	return NULL;
+}
+
+/* A valid ACL has one of each base entry and, with named ones, a mask. */
+static int acl_valid(const struct acl *acl)
+{
+	int uo = 0, go = 0, o = 0, m = 0, named = 0, i;
+
+	for (i = 0; i < acl->count; i++) {
+		if (acl->e[i].perm & ~7)
+			return 0;
+		switch (acl->e[i].tag) {
+		case ACL_USER_OBJ: uo++; break;
+		case ACL_GROUP_OBJ: go++; break;
+		case ACL_OTHER: o++; break;
+		case ACL_MASK: m++; break;
+		case ACL_USER:
+		case ACL_GROUP: named++; break;
+		default: return 0;
+		}
+	}
+	return uo == 1 && go == 1 && o == 1 && m <= 1 && (!named || m == 1);
+}
+
+static int acl_is_minimal(const struct acl *acl)
+{
+	return acl->count == 3;
+}
+
+static int read_acl(struct f4fs *f, ext2_ino_t ino, const char *name,
+		    struct acl **aclp)
+{
+	void *val = NULL;
+	size_t len = 0;
+	int ret;
+
+	*aclp = NULL;
+	ret = get_value(f, ino, name, &val, &len);
+	if (ret)
+		return ret;
+	*aclp = acl_parse(val, len);
+	ext2fs_free_mem(&val);
+	if (!*aclp || !acl_valid(*aclp)) {
+		free(*aclp);
+		*aclp = NULL;
+		return f4_corrupt(f, ino, "invalid %s", name);
+	}
+	return 0;
+}
+
+static int write_acl(struct f4fs *f, ext2_ino_t ino, const char *name,
+		     const struct acl *acl)
+{
+	size_t len;
+	void *buf = acl_format(acl, &len);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	ret = put_value(f, ino, name, buf, len, 0);
+	free(buf);
+	return ret;
+}
+
+/* Make the mode's permission bits and the ACL's base entries agree. */
+static mode_t acl_to_mode(struct acl *acl, mode_t mode)
+{
+	struct acl_entry *uo = acl_find(acl, ACL_USER_OBJ);
+	struct acl_entry *go = acl_find(acl, ACL_MASK);
+	struct acl_entry *o = acl_find(acl, ACL_OTHER);
+
+	if (!go)
+		go = acl_find(acl, ACL_GROUP_OBJ);
+	return (mode & ~0777) | (uo->perm << 6) | (go->perm << 3) | o->perm;
+}
+
+static void mode_to_acl(struct acl *acl, mode_t mode)
+{
+	struct acl_entry *go = acl_find(acl, ACL_MASK);
+
+	if (!go)
+		go = acl_find(acl, ACL_GROUP_OBJ);
+	acl_find(acl, ACL_USER_OBJ)->perm = (mode >> 6) & 7;
+	go->perm = (mode >> 3) & 7;
+	acl_find(acl, ACL_OTHER)->perm = mode & 7;
+}
+
+/*
+ * The access check of POSIX.1e: owner, named users, then the group class
+ * (limited by the mask), then other.  -EAGAIN when there is no ACL.
+ */
+int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		      const struct ext2_inode_large *inode, int mask)
+{
+	struct acl *acl;
+	struct acl_entry *m;
+	int ret, i, group_match = 0, allowed = 0;
+
+	mask &= 7;
+	ret = read_acl(f, ino, ACL_ACCESS, &acl);
+	if (ret == -ENODATA)
+		return -EAGAIN;
+	if (ret)
+		return ret;
+	m = acl_find(acl, ACL_MASK);
+	if (cred->uid == inode_uid(*inode)) {
+		allowed = (acl_find(acl, ACL_USER_OBJ)->perm & mask) == mask;
+		goto out;
+	}
+	for (i = 0; i < acl->count; i++) {
+		struct acl_entry *e = &acl->e[i];
+		int perm = e->perm & (m ? m->perm : 7);
+
+		if (e->tag == ACL_USER && e->id == cred->uid) {
+			allowed = (perm & mask) == mask;
+			goto out;
+		}
+	}
+	for (i = 0; i < acl->count; i++) {
+		struct acl_entry *e = &acl->e[i];
+		int perm = e->perm & (m ? m->perm : 7);
+		int match = 0;
+
+		if (e->tag == ACL_GROUP_OBJ)
+			match = f4_in_group(cred, inode_gid(*inode));
+		else if (e->tag == ACL_GROUP)
+			match = f4_in_group(cred, e->id);
+		if (match) {
+			group_match = 1;
+			if ((perm & mask) == mask) {
+				allowed = 1;
+				goto out;
+			}
+		}
+	}
+	if (!group_match)
+		allowed = (acl_find(acl, ACL_OTHER)->perm & mask) == mask;
+out:
+	free(acl);
+	return allowed ? 0 : -EACCES;
+}
+
+/*
+ * A new inode in a directory with a default ACL: the mode is limited by
+ * the ACL instead of the umask, the ACL becomes the inode's access ACL,
+ * and directories inherit the default ACL too.  Called twice by creators:
+ * with ino 0 to learn the mode, then with the new inode to store ACLs.
+ */
+int f4_inherit_acl(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, mode_t *mode, int *has_acl)
+{
+	struct acl *def, *acc;
+	int ret, i;
+
+	ret = read_acl(f, dir, ACL_DEFAULT, &def);
+	if (ret == -ENODATA) {
+		*has_acl = 0;
+		return 0;
+	}
+	if (ret)
+		return ret;
+	*has_acl = 1;
+	acc = malloc(sizeof(*acc) + def->count * sizeof(struct acl_entry));
+	if (!acc) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	acc->count = def->count;
+	memcpy(acc->e, def->e, def->count * sizeof(struct acl_entry));
+	/* The requested mode limits the owner, group class and other */
+	for (i = 0; i < acc->count; i++) {
+		struct acl_entry *e = &acc->e[i];
+
+		switch (e->tag) {
+		case ACL_USER_OBJ:
+			e->perm &= (*mode >> 6) & 7;
+			break;
+		case ACL_OTHER:
+			e->perm &= *mode & 7;
+			break;
+		case ACL_MASK:
+			e->perm &= (*mode >> 3) & 7;
+			break;
+		case ACL_GROUP_OBJ:
+			if (!acl_find(acc, ACL_MASK))
+				e->perm &= (*mode >> 3) & 7;
+			break;
+		}
+	}
+	*mode = acl_to_mode(acc, *mode);
+	if (!ino)
+		goto out;
+	if (!acl_is_minimal(acc)) {
+		ret = write_acl(f, ino, ACL_ACCESS, acc);
+		if (ret)
+			goto out;
+	}
+	if (S_ISDIR(*mode))
+		ret = write_acl(f, ino, ACL_DEFAULT, def);
+	if (!ret)
+		ret = f4_read_inode(f, ino, inode);
+out:
+	free(acc);
+	free(def);
+	return ret;
+}
+
+/* chmod: the access ACL's base entries follow the new mode. */
+int f4_acl_chmod(struct f4fs *f, ext2_ino_t ino, mode_t mode)
+{
+	struct acl *acl;
+	int ret;
+
+	ret = read_acl(f, ino, ACL_ACCESS, &acl);
+	if (ret == -ENODATA)
+		return 0;
+	if (ret)
+		return ret;
+	mode_to_acl(acl, mode);
+	ret = write_acl(f, ino, ACL_ACCESS, acl);
+	free(acl);
+	return ret;
+}
+
+/*
+ * Setting an access ACL sets the mode's permission bits too, and an ACL
+ * that says no more than the mode is not stored at all (as the kernel's
+ * posix_acl_update_mode() does).
+ */
+static int set_access_acl(struct f4fs *f, struct f4_cred *cred,
+			  ext2_ino_t ino, const void *value, size_t size,
+			  int flags, int *stored)
+{
+	struct ext2_inode_large inode;
+	struct acl *acl;
+	int ret;
+
+	*stored = 1;
+	acl = acl_parse(value, size);
+	if (!acl || !acl_valid(acl)) {
+		free(acl);
+		return -EINVAL;
+	}
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		goto out;
+	inode.i_mode = acl_to_mode(acl, inode.i_mode);
+	if (f4_self_checks(f) && !f4_capable(f, cred) &&
+	    !f4_in_group(cred, inode_gid(inode)))
+		inode.i_mode &= ~LINUX_S_ISGID;
+	ret = f4_write_inode(f, ino, &inode);
+	if (ret)
+		goto out;
+	if (acl_is_minimal(acl)) {
+		*stored = 0;
+		ret = put_value(f, ino, ACL_ACCESS, NULL, 0, 0);
+		if (ret == -ENODATA)
+			ret = 0;
+	}
+out:
+	free(acl);
+	return ret;
+}
+
+/* ---- the interface ------------------------------------------------------ */
+
+static int xattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		      const struct ext2_inode_large *inode, enum ns ns,
+		      int write)
+{
+	int isreg = LINUX_S_ISREG(inode->i_mode);
+	int isdir = LINUX_S_ISDIR(inode->i_mode);
+
+	switch (ns) {
+	case NS_BAD:
+		return -EOPNOTSUPP;
+	case NS_ACL:
+		if (!f->opts->acl)
+			return -EOPNOTSUPP;
+		if (write && !f4_is_owner(f, cred, inode) &&
+		    !f4_capable(f, cred))
+			return -EPERM;
+		return 0;
+	case NS_TRUSTED:
+		if (!f4_capable(f, cred))
+			return write ? -EPERM : -ENODATA;
+		return 0;
+	case NS_SECURITY:
+		if (write && f4_self_checks(f) && !f4_capable(f, cred) &&
+		    !f4_is_owner(f, cred, inode))
+			return -EPERM;
+		return 0;
+	case NS_USER:
+		if (!isreg && !isdir)
+			return write ? -EPERM : -ENODATA;
+		if (write && isdir && (inode->i_mode & LINUX_S_ISVTX) &&
+		    !f4_is_owner(f, cred, inode) && !f4_capable(f, cred))
+			return -EPERM;
+		return f4_check_perm(f, cred, inode, ino,
+				     write ? MAY_WRITE : MAY_READ);
+	}
+	return 0;
+}
+
+static int check_xattr_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (!len || len > XATTR_NAME_MAX)
+		return -ERANGE;
+	if (!strcmp(name, "system.data"))
+		return -EOPNOTSUPP;	/* inline data lives here */
+	return 0;
+}
+
+static int touch_ctime(struct f4fs *f, ext2_ino_t ino)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	f4_touch(f, &inode, F4_TOUCH_C);
+	return f4_write_inode(f, ino, &inode);
+}
+
+int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		const char *name, const void *value, size_t size, int flags)
+{
+	struct ext2_inode_large inode;
+	enum ns ns = name_space(name);
+	int ret, stored = 1;
+
+	ret = check_xattr_name(name);
+	if (ret)
+		return ret;
+	if (size > XATTR_MAX_VALUE)
+		return -E2BIG;
+	if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
+		return -EINVAL;
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = xattr_perm(f, cred, ino, &inode, ns, 1);
+	if (ret)
+		return ret;
+	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
+		return -EPERM;
+	if (!ext2fs_has_feature_xattr(f->fs->super))
+		return -EOPNOTSUPP;
+	if (ns == NS_ACL) {
+		if (!strcmp(name, ACL_DEFAULT)) {
+			if (!LINUX_S_ISDIR(inode.i_mode))
+				return -EACCES;
+			struct acl *acl = acl_parse(value, size);
+			int ok = acl && acl_valid(acl);
+
+			free(acl);
+			if (!ok)
+				return -EINVAL;
+		} else {
+			ret = set_access_acl(f, cred, ino, value, size, flags,
+					     &stored);
+			if (ret)
+				return ret;
+		}
+	}
+	if (stored)
+		ret = put_value(f, ino, name, value ? value : "", size, flags);
+	if (!ret)
+		ret = touch_ctime(f, ino);
+	return ret;
+}
+
+ssize_t f4_getxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		    const char *name, void *value, size_t size)
+{
+	struct ext2_inode_large inode;
+	void *val = NULL;
+	size_t len = 0;
+	int ret;
+
+	ret = check_xattr_name(name);
+	if (ret)
+		return ret == -EOPNOTSUPP ? -ENODATA : ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = xattr_perm(f, cred, ino, &inode, name_space(name), 0);
+	if (ret)
+		return ret;
+	ret = get_value(f, ino, name, &val, &len);
+	if (ret)
+		return ret;
+	if (size) {
+		if (len > size)
+			ret = -ERANGE;
+		else
+			memcpy(value, val, len);
+	}
+	ext2fs_free_mem(&val);
+	return ret ? ret : (ssize_t)len;
+}
+
+struct list_ctx {
+	struct f4fs *f;
+	struct f4_cred *cred;
+	char *list;
+	size_t size, used;
+};
+
+static int list_proc(char *name, char *value, size_t len, void *arg)
+{
+	struct list_ctx *lc = arg;
+	enum ns ns = name_space(name);
+	size_t n = strlen(name) + 1;
+
+	if (ns == NS_BAD)
+		return 0;		/* system.data and the like */
+	if (ns == NS_TRUSTED && !f4_capable(lc->f, lc->cred))
+		return 0;
+	if (ns == NS_ACL && !lc->f->opts->acl)
+		return 0;
+	if (lc->size && lc->used + n <= lc->size)
+		memcpy(lc->list + lc->used, name, n);
+	lc->used += n;
+	return 0;
+}
+
+ssize_t f4_listxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		     char *list, size_t size)
+{
+	struct list_ctx lc = { f, cred, list, size, 0 };
+	struct ext2_xattr_handle *h;
+	errcode_t err;
+	int ret;
+
+	ret = open_xattrs(f, ino, &h);
+	if (ret)
+		return ret;
+	err = ext2fs_xattrs_iterate(h, list_proc, &lc);
+	ext2fs_xattrs_close(&h);
+	if (err)
+		return f4_fs_error(f, ino, err, "listing xattrs");
+	if (size && lc.used > size)
+		return -ERANGE;
+	return lc.used;
+}
+
+int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		   const char *name)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	ret = check_xattr_name(name);
+	if (ret)
+		return ret;
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = xattr_perm(f, cred, ino, &inode, name_space(name), 1);
+	if (ret)
+		return ret;
+	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
+		return -EPERM;
+	ret = put_value(f, ino, name, NULL, 0, 0);
+	if (!ret)
+		ret = touch_ctime(f, ino);
+	return ret;
+}
+
+/* A deleted inode gives back its xattr block (shared ones by refcount). */
+int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode)
+{
+	blk64_t blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)inode);
+	struct ext2_xattr_handle *h;
+	__u32 count = 0;
+	errcode_t err;
+	char *buf;
+
+	if (ext2fs_has_feature_ea_inode(f->fs->super) && blk) {
+		/* Values in their own inodes: let libext2fs drop them all */
+		int ret = open_xattrs(f, ino, &h);
+
+		if (ret)
+			return ret;
+		err = ext2fs_xattrs_iterate(h, NULL, NULL);
+		ext2fs_xattrs_close(&h);
+	}
+	if (!blk)
+		return 0;
+	if (f4_valid_data_blocks(f, ino, blk, 1))
+		goto clear;			/* damaged: just let go */
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_adjust_ea_refcount3(f->fs, blk, buf, -1, &count, ino);
+	free(buf);
+	if (err) {
+		f4_fs_error(f, ino, err, "releasing xattr block");
+		goto clear;
+	}
+	if (!count)
+		ext2fs_block_alloc_stats2(f->fs, blk, -1);
+	ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)inode, 1);
+clear:
+	ext2fs_file_acl_block_set(f->fs, (struct ext2_inode *)inode, 0);
+	f4_fs_dirty(f);
+	return 0;
+}
