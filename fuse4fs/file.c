@@ -493,8 +493,16 @@ static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
 {
 	errcode_t err;
 
-	if (end != ~0ULL && end < start)
+	/*
+	 * "To the end" as the last logical block a file can have: libext2fs
+	 * mishandles ~0 when the file system has no free block left.
+	 */
+	if (end > 0xffffffffULL)
+		end = 0xffffffffULL;
+	if (end < start)
 		return 0;
+	if (inode->i_flags & EXT4_EXTENTS_FL)
+		return f4_punch_extents(f, ino, inode, start, end);
 	err = ext2fs_punch(f->fs, ino, (struct ext2_inode *)inode, NULL, start,
 			   end);
 	if (err)
@@ -585,17 +593,8 @@ static int do_preallocate(struct f4fs *f, ext2_ino_t ino,
 {
 	uint64_t bs = f->blocksize;
 	blk64_t start = off / bs, end = (off + len + bs - 1) / bs;
-	errcode_t err;
 
-	err = ext2fs_fallocate(f->fs, EXT2_FALLOCATE_FORCE_UNINIT, ino,
-			       (struct ext2_inode *)inode,
-			       ext2fs_find_inode_goal(f->fs, ino,
-					(struct ext2_inode *)inode, start),
-			       start, end - start);
-	f4_fs_dirty(f);
-	if (err)
-		return f4_fs_error(f, ino, err, "allocating blocks");
-	return 0;
+	return f4_map_prealloc(f, ino, inode, start, end - start);
 }
 
 int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,

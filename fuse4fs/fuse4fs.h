@@ -129,6 +129,7 @@ struct f4_inode {
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
 #define F4I_PINNED	0x2		/* holds a cache reference for nlookup */
+#define F4I_DIR		0x4		/* a directory (set when orphaned) */
 
 /* An open file. */
 struct f4_file {
@@ -381,6 +382,10 @@ int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
+int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
+		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
+int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
+		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);
 int f4_map_init(struct f4fs *f);

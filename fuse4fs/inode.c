@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
@@ -206,9 +207,35 @@ static void decode_time(uint32_t lo, uint32_t extra, int has_extra,
 	ts->tv_sec = sec;
 }
 
-void f4_set_time(struct f4fs *f, struct ext2_inode_large *inode, int which,
-		 const struct timespec *ts)
+/*
+ * What ext4 can store: 32-bit signed seconds, extended by two epoch bits
+ * (to 2446) where the inode has the extra fields.  Like the kernel, clamp
+ * anything outside and drop the nanoseconds at the limits.
+ */
+static struct timespec clamp_time(int extra, const struct timespec *ts)
 {
+	int64_t min = INT32_MIN;
+	int64_t max = extra ? (int64_t)INT32_MIN + (1LL << 34) - 1 : INT32_MAX;
+	struct timespec t = *ts;
+
+	if (t.tv_sec <= min) {
+		t.tv_sec = min;
+		t.tv_nsec = 0;
+	} else if (t.tv_sec >= max) {
+		t.tv_sec = max;
+		t.tv_nsec = 0;
+	}
+	if (!extra)
+		t.tv_nsec = 0;
+	return t;
+}
+
+void f4_set_time(struct f4fs *f, struct ext2_inode_large *inode, int which,
+		 const struct timespec *when)
+{
+	int extra = f4_inode_has_extra(f, inode, FIELD_END(i_atime_extra));
+	struct timespec clamped = clamp_time(extra, when);
+	const struct timespec *ts = &clamped;
 	uint32_t lo = (uint32_t)ts->tv_sec;
 
 	switch (which) {

@@ -203,6 +203,118 @@ static int convert_unwritten(struct f4fs *f, ext2_ino_t ino,
 	return 0;
 }
 
+#define INIT_MAX_LEN	32768		/* longest initialized extent */
+#define UNINIT_MAX_LEN	32767		/* longest unwritten extent */
+
+/*
+ * Allocate physical blocks for the hole at [lblk, lblk + len) of an
+ * extent file and map as many as come in one contiguous run, growing the
+ * extent to the left when the new blocks follow it on disk.  (libext2fs's
+ * ext2fs_fallocate() fills the whole hole before the first extent, not
+ * just the range asked for, so fuse4fs does this itself.)
+ */
+static int insert_range(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t lblk,
+			blk64_t len, blk64_t goal, int unwritten,
+			struct f4_map *map)
+{
+	ext2_filsys fs = f->fs;
+	blk64_t max = unwritten ? UNINIT_MAX_LEN : INIT_MAX_LEN;
+	struct ext2fs_extent left, ex;
+	ext2_extent_handle_t h;
+	blk64_t pblk, plen;
+	errcode_t err;
+	int flag = unwritten ? EXT2_EXTENT_FLAGS_UNINIT : 0;
+
+	if (len > max)
+		len = max;
+	if (goal < fs->super->s_first_data_block ||
+	    goal >= ext2fs_blocks_count(fs->super))
+		goal = fs->super->s_first_data_block;
+	err = ext2fs_new_range(fs, 0, goal, len, NULL, &pblk, &plen);
+	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && goal > fs->super->s_first_data_block)
+		err = ext2fs_new_range(fs, 0, fs->super->s_first_data_block,
+				       len, NULL, &pblk, &plen);
+	if (err)
+		return f4_errno(err) == -ENOSPC ? -ENOSPC :
+		       f4_fs_error(f, ino, err, "allocating blocks");
+	if (plen > len)
+		plen = len;
+	ext2fs_block_alloc_stats_range(fs, pblk, plen, +1);
+
+	err = ext2fs_extent_open2(fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		goto undo;
+	/* Grow the extent on the left if the blocks continue it */
+	if (lblk && !ext2fs_extent_goto2(h, 0, lblk - 1) &&
+	    !ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &left) &&
+	    left.e_lblk + left.e_len == lblk &&
+	    left.e_pblk + left.e_len == pblk &&
+	    (left.e_flags & EXT2_EXTENT_FLAGS_UNINIT) == flag &&
+	    left.e_len + plen <= max) {
+		left.e_len += plen;
+		err = ext2fs_extent_replace(h, 0, &left);
+		if (!err)
+			err = ext2fs_extent_fix_parents(h);
+		goto done;
+	}
+	ex.e_lblk = lblk;
+	ex.e_pblk = pblk;
+	ex.e_len = plen;
+	ex.e_flags = flag;
+	ext2fs_extent_goto2(h, 0, lblk);
+	err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &left);
+	if (err == EXT2_ET_NO_CURRENT_NODE) {
+		err = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER, &ex);
+	} else if (!err) {
+		err = ext2fs_extent_insert(h, left.e_lblk > lblk ? 0 :
+					   EXT2_EXTENT_INSERT_AFTER, &ex);
+	}
+	if (!err)
+		err = ext2fs_extent_fix_parents(h);
+done:
+	ext2fs_extent_free(h);
+	if (err)
+		goto undo;
+	ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)inode, plen);
+	f4_fs_dirty(f);
+	map->lblk = lblk;
+	map->pblk = pblk;
+	map->len = plen;
+	map->unwritten = unwritten;
+	return 0;
+undo:
+	ext2fs_block_alloc_stats_range(fs, pblk, plen, -1);
+	return f4_fs_error(f, ino, err, "mapping new blocks");
+}
+
+/*
+ * fallocate: unwritten extents over every hole in [lblk, lblk + len).
+ * What was allocated before an ENOSPC stays, as with ext4.
+ */
+int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
+		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len)
+{
+	blk64_t end = lblk + len;
+	struct f4_map map;
+	int ret;
+
+	while (lblk < end) {
+		ret = f4_map_blocks(f, ino, inode, lblk, end - lblk, &map);
+		if (ret)
+			return ret;
+		if (!map.pblk) {
+			ret = insert_range(f, ino, inode, lblk, map.len,
+					   alloc_goal(f, ino, inode, lblk), 1,
+					   &map);
+			if (ret)
+				return ret;
+		}
+		lblk += map.len;
+	}
+	return 0;
+}
+
 static int alloc_blockmap(struct f4fs *f, ext2_ino_t ino,
 			  struct ext2_inode_large *inode, blk64_t lblk,
 			  blk64_t len)
@@ -236,7 +348,6 @@ int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new)
 {
-	errcode_t err;
 	int ret;
 
 	*was_new = 0;
@@ -250,14 +361,8 @@ int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		return ret;
 	}
 	if (inode->i_flags & EXT4_EXTENTS_FL) {
-		err = ext2fs_fallocate(f->fs, EXT2_FALLOCATE_FORCE_INIT |
-				       EXT2_FALLOCATE_INIT_BEYOND_EOF, ino,
-				       (struct ext2_inode *)inode,
-				       alloc_goal(f, ino, inode, lblk), lblk,
-				       map->len);
-		if (err && err != EXT2_ET_BLOCK_ALLOC_FAIL)
-			return f4_fs_error(f, ino, err, "allocating blocks");
-		/* ENOSPC part-way: use whatever was allocated */
+		return insert_range(f, ino, inode, lblk, map->len,
+				    alloc_goal(f, ino, inode, lblk), 0, map);
 	} else {
 		ret = alloc_blockmap(f, ino, inode, lblk, map->len);
 		if (ret)
@@ -271,5 +376,91 @@ int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		return -ENOSPC;
 	if (map->unwritten)
 		return f4_corrupt(f, ino, "new blocks are unwritten");
+	return 0;
+}
+
+/*
+ * Free the blocks of [start, end] (inclusive) of an extent file, working
+ * down from end one extent at a time: drop extents wholly inside, trim
+ * those that overlap an edge, split one that spans the range.  (Written
+ * here because libext2fs's ext2fs_punch() fails on an extent that ends at
+ * the last block of the file system.)
+ */
+int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
+		     struct ext2_inode_large *inode, blk64_t start, blk64_t end)
+{
+	ext2_filsys fs = f->fs;
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex, tail;
+	blk64_t freed = 0, a, b, last, olblk, opblk;
+	errcode_t err;
+	int ret = 0;
+
+	err = ext2fs_extent_open2(fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	while (start <= end) {
+		ext2fs_extent_goto2(h, 0, end);
+		err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, &ex);
+		if (err == EXT2_ET_NO_CURRENT_NODE) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (!ex.e_len || ex.e_lblk > end ||
+		    ex.e_lblk + ex.e_len <= start)
+			break;			/* nothing mapped in range */
+		last = ex.e_lblk + ex.e_len - 1;
+		a = ex.e_lblk > start ? ex.e_lblk : start;
+		b = last < end ? last : end;
+		ret = f4_valid_data_blocks(f, ino, ex.e_pblk, ex.e_len);
+		if (ret)
+			break;
+		olblk = ex.e_lblk;
+		opblk = ex.e_pblk;
+		if (a == ex.e_lblk && b == last) {
+			err = ext2fs_extent_delete(h, 0);
+		} else if (a == ex.e_lblk) {
+			ex.e_pblk += b + 1 - ex.e_lblk;
+			ex.e_len -= b + 1 - ex.e_lblk;
+			ex.e_lblk = b + 1;
+			err = ext2fs_extent_replace(h, 0, &ex);
+		} else if (b == last) {
+			ex.e_len = a - ex.e_lblk;
+			err = ext2fs_extent_replace(h, 0, &ex);
+		} else {
+			tail.e_lblk = b + 1;
+			tail.e_pblk = ex.e_pblk + (b + 1 - ex.e_lblk);
+			tail.e_len = last - b;
+			tail.e_flags = ex.e_flags;
+			ex.e_len = a - ex.e_lblk;
+			err = ext2fs_extent_replace(h, 0, &ex);
+			if (!err)
+				err = ext2fs_extent_insert(h,
+						EXT2_EXTENT_INSERT_AFTER, &tail);
+		}
+		if (!err)
+			err = ext2fs_extent_fix_parents(h);
+		if (err == EXT2_ET_NO_CURRENT_NODE)
+			err = 0;	/* the tree is empty now */
+		if (err)
+			break;
+		ext2fs_block_alloc_stats_range(fs, opblk + (a - olblk),
+					       b - a + 1, -1);
+		freed += b - a + 1;
+		if (a == start || !a)
+			break;
+		end = a - 1;
+	}
+	ext2fs_extent_free(h);
+	if (freed) {
+		ext2fs_iblk_sub_blocks(fs, (struct ext2_inode *)inode, freed);
+		f4_fs_dirty(f);
+	}
+	if (ret)
+		return ret;
+	if (err)
+		return f4_fs_error(f, ino, err, "freeing blocks");
 	return 0;
 }

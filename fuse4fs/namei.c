@@ -256,8 +256,10 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 }
 
 /*
- * One name fewer.  At zero the inode goes on the orphan list if the
- * kernel still knows it (open, or looked up), else it is freed now.
+ * One name fewer.  At zero the inode goes on the orphan list while it is
+ * still in use (open, or a directory the kernel still holds, which may be
+ * a process's cwd); otherwise nothing can reach it and it is freed now
+ * (see f4_maybe_free() for why a lookup reference alone doesn't count).
  */
 int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		 struct ext2_inode_large *inode)
@@ -274,7 +276,8 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		return f4_write_inode(f, ino, inode);
 
 	rec = f4_iget_incore(f, ino);
-	if (rec && (rec->nlookup || rec->nopen)) {
+	if (rec && (rec->nopen ||
+		    (rec->nlookup && LINUX_S_ISDIR(inode->i_mode)))) {
 		ret = f4_orphan_add(f, rec, inode);
 		f4_iput(f, rec);
 		return ret;

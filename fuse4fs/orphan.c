@@ -324,6 +324,10 @@ int f4_orphan_add(struct f4fs *f, struct f4_inode *rec,
 		return ret;
 	rec->orphan_slot = slot;
 	rec->flags |= F4I_ORPHAN;
+	if (LINUX_S_ISDIR(ei->i_mode))
+		rec->flags |= F4I_DIR;
+	else
+		rec->flags &= ~F4I_DIR;
 	list_add(&rec->orphan_link, &f->orphans);
 	cache_hold(&f->inodes, &rec->cnode);	/* orphans stay in core */
 	return 0;
@@ -371,10 +375,22 @@ static int release_orphan(struct f4fs *f, struct f4_inode *rec)
 	return ret;
 }
 
-/* The kernel let go of rec: free it if it is an orphan nobody uses. */
+/*
+ * The kernel let go of rec: free it if it is an orphan nobody uses.
+ *
+ * A file with no name and no open file is unreachable even while the
+ * kernel still holds its (now unhashed) inode, so it is freed at its last
+ * release, as ext4 frees it at the last close.  If its number is reused
+ * before the kernel's forget arrives, the kernel sees a new generation
+ * and drops its stale inode; the lookup counts simply add up.  A
+ * directory can stay in use without being open (a process's cwd), so it
+ * waits for the forget.
+ */
 int f4_maybe_free(struct f4fs *f, struct f4_inode *rec)
 {
-	if (!(rec->flags & F4I_ORPHAN) || rec->nlookup || rec->nopen)
+	if (!(rec->flags & F4I_ORPHAN) || rec->nopen)
+		return 0;
+	if (rec->nlookup && (rec->flags & F4I_DIR))
 		return 0;
 	if (f->ro)
 		return 0;		/* freed at the next rw mount */
