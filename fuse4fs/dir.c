@@ -405,6 +405,7 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 		if (err)
 			return f4_fs_error(f, dir, err, "removing entry");
 		f4_fs_dirty(f);
+		f4_dir_snapshots_update(f, dir, name, len, 0, 0);
 		return 0;
 	}
 	buf = malloc(f->blocksize);
@@ -429,6 +430,8 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 		de->inode = 0;
 	}
 	ret = write_block(f, dir, fd.pblk, buf);
+	if (!ret)
+		f4_dir_snapshots_update(f, dir, name, len, 0, 0);
 out:
 	free(buf);
 	return ret;
@@ -451,8 +454,10 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 		struct inline_find fi = { name, len, 0, ino, ftype, 1 };
 
 		ret = inline_find(f, dir, &fi);
-		if (ret > 0)
+		if (ret > 0) {
 			f4_fs_dirty(f);
+			f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+		}
 		return ret < 0 ? ret : ret ? 0 : -ENOENT;
 	}
 	buf = malloc(f->blocksize);
@@ -468,6 +473,8 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	if (ext2fs_has_feature_filetype(f->fs->super))
 		ext2fs_dirent_set_file_type(de, ftype);
 	ret = write_block(f, dir, fd.pblk, buf);
+	if (!ret)
+		f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
 out:
 	free(buf);
 	return ret;
@@ -727,10 +734,96 @@ static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
 	return 0;
 }
 
+static uint32_t name_hash(const char *name, size_t len)
+{
+	uint32_t h = 2166136261U;
+
+	while (len--)
+		h = (h ^ (unsigned char)*name++) * 16777619U;
+	return h;
+}
+
+static const char *snap_name(const struct f4_dir *d, size_t i)
+{
+	return d->names + d->ents[i].name_off;
+}
+
+/* Index the snapshot by name, the first time an entry must be found. */
+static int snap_index(struct f4_dir *d)
+{
+	size_t i, size = 16;
+
+	if (d->index)
+		return 0;
+	while (size < d->nents * 2)
+		size *= 2;
+	d->index = calloc(size, sizeof(*d->index));
+	if (!d->index)
+		return -ENOMEM;
+	d->index_size = size;
+	for (i = 0; i < d->nents; i++) {
+		size_t h = name_hash(snap_name(d, i), d->ents[i].namelen) &
+			   (size - 1);
+
+		while (d->index[h])
+			h = (h + 1) & (size - 1);
+		d->index[h] = i + 1;
+	}
+	return 0;
+}
+
+static struct f4_dirent *snap_find(struct f4_dir *d, const char *name,
+				   size_t len)
+{
+	size_t h;
+
+	if (snap_index(d))
+		return NULL;
+	h = name_hash(name, len) & (d->index_size - 1);
+	for (; d->index[h]; h = (h + 1) & (d->index_size - 1)) {
+		struct f4_dirent *e = &d->ents[d->index[h] - 1];
+
+		if (e->namelen == len &&
+		    !memcmp(d->names + e->name_off, name, len))
+			return e;
+	}
+	return NULL;
+}
+
+/*
+ * An entry of dir was removed (ino 0) or now names another inode: tell
+ * the open snapshots, so that readdir doesn't return names that are gone,
+ * as reading the live directory wouldn't.
+ */
+void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
+			     const char *name, size_t len, ext2_ino_t ino,
+			     int ftype)
+{
+	struct f4_inode *rec = f4_iget_incore(f, dir);
+	struct f4_dir *d;
+
+	if (!rec)
+		return;
+	list_for_each_entry(d, &rec->open_dirs, link) {
+		struct f4_dirent *e;
+
+		if (!d->loaded)
+			continue;
+		e = snap_find(d, name, len);
+		if (!e)
+			continue;
+		e->ino = ino;
+		if (ino)
+			e->type = f4_ftype_to_dt(ftype);
+	}
+	f4_iput(f, rec);
+}
+
 /*
  * Read the whole directory into the handle.  Offsets handed to the kernel
  * are indexes into this snapshot, so telldir/seekdir stay stable while
- * entries come and go; a read from offset 0 takes a fresh snapshot.
+ * entries come and go; removals are reflected (the entry is skipped), and
+ * a read from offset 0 takes a fresh snapshot.
  */
 int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 {
@@ -738,6 +831,9 @@ int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 
 	d->nents = 0;
 	d->names_len = 0;
+	free(d->index);
+	d->index = NULL;
+	d->index_size = 0;
 	ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
 	d->loaded = !ret;
 	return ret;
@@ -765,6 +861,7 @@ int f4_opendir(struct f4fs *f, const struct f4_cred *cred, ext2_ino_t ino,
 		return -ENOMEM;
 	}
 	d->inode->nopen++;
+	list_add(&d->link, &d->inode->open_dirs);
 	*dp = d;
 	return 0;
 }
@@ -773,10 +870,12 @@ void f4_releasedir(struct f4fs *f, struct f4_dir *d)
 {
 	if (!d)
 		return;
+	list_del(&d->link);
 	d->inode->nopen--;
 	f4_maybe_free(f, d->inode);
 	f4_iput(f, d->inode);
 	free(d->ents);
 	free(d->names);
+	free(d->index);
 	free(d);
 }

@@ -349,10 +349,7 @@ static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 {
 	if (cred && f4_capable(f, cred))
 		return;
-	inode->i_mode &= ~LINUX_S_ISUID;
-	if ((inode->i_mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) ==
-	    (LINUX_S_ISGID | LINUX_S_IXGRP))
-		inode->i_mode &= ~LINUX_S_ISGID;
+	f4_kill_suid(f, cred, inode);
 }
 
 static int must_sync(struct f4fs *f, struct f4_file *fh,

@@ -125,11 +125,11 @@ struct f4_inode {
 	ext2_ino_t orphan_prev;		/* on-disk chain: who points at us */
 	uint32_t orphan_slot;		/* orphan_file: block << 16 | index */
 	uint64_t data_version;		/* bumped on every data change */
+	struct list_head open_dirs;	/* struct f4_dir snapshots of it */
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
 #define F4I_PINNED	0x2		/* holds a cache reference for nlookup */
-#define F4I_DIR		0x4		/* a directory (set when orphaned) */
 
 /* An open file. */
 struct f4_file {
@@ -147,10 +147,13 @@ struct f4_dirent {
 
 struct f4_dir {
 	struct f4_inode *inode;
-	struct f4_dirent *ents;
+	struct list_head link;		/* on inode->open_dirs */
+	struct f4_dirent *ents;		/* ino 0: removed since the snapshot */
 	size_t nents, cap;
 	char *names;
 	size_t names_len, names_cap;
+	uint32_t *index;		/* name hash -> ents slot + 1 */
+	size_t index_size;
 	int loaded;
 };
 
@@ -265,6 +268,8 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	       struct stat *out);
 
 /* Timestamps */
+void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
+		  struct ext2_inode_large *inode);
 void f4_now(struct timespec *ts);
 void f4_set_time(struct f4fs *f, struct ext2_inode_large *inode,
 		 int which, const struct timespec *ts);
@@ -314,6 +319,9 @@ int f4_dir_init(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent,
 int f4_opendir(struct f4fs *f, const struct f4_cred *cred, ext2_ino_t ino,
 	       struct f4_dir **dp);
 int f4_dir_load(struct f4fs *f, struct f4_dir *d);
+void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
+			     const char *name, size_t len, ext2_ino_t ino,
+			     int ftype);
 void f4_releasedir(struct f4fs *f, struct f4_dir *d);
 int f4_ftype_to_dt(int ftype);
 int f4_mode_to_ftype(mode_t mode);

@@ -30,6 +30,7 @@ static struct cache_node *irec_alloc(struct cache *c, uint64_t key, void *arg)
 	in->cnode.key = key;
 	in->ino = key;
 	list_init(&in->orphan_link);
+	list_init(&in->open_dirs);
 	return &in->cnode;
 }
 
@@ -378,13 +379,30 @@ int f4_fill_entry_unlinked(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e)
 	return fill_entry(f, ino, e, 0);
 }
 
-/* The kernel's rule for dropping setuid/setgid when a file changes. */
-static void kill_suid(struct ext2_inode_large *inode)
+/*
+ * The kernel's rule for dropping setuid/setgid when a file's contents or
+ * owner change: setuid always, setgid when it is group-executable or the
+ * one making the change is not in the file's group (and not root).
+ */
+void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
+		  struct ext2_inode_large *inode)
 {
 	inode->i_mode &= ~LINUX_S_ISUID;
-	if ((inode->i_mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) ==
-	    (LINUX_S_ISGID | LINUX_S_IXGRP))
+	if (!(inode->i_mode & LINUX_S_ISGID))
+		return;
+	if ((inode->i_mode & LINUX_S_IXGRP) ||
+	    (cred && f4_self_checks(f) && !f4_capable(f, cred) &&
+	     !f4_in_group(cred, inode_gid(*inode))))
 		inode->i_mode &= ~LINUX_S_ISGID;
+}
+
+/* Does the new mode differ from the old only by cleared setuid/setgid? */
+static int only_drops_setid(const struct stat *attr,
+			    const struct ext2_inode_large *inode)
+{
+	mode_t old = inode->i_mode & 07777, new = attr->st_mode & 07777;
+
+	return !((old ^ new) & ~(S_ISUID | S_ISGID)) && !(new & ~old);
 }
 
 static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -396,7 +414,15 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 
 	if (!f4_self_checks(f) || f4_capable(f, cred))
 		return 0;
-	if ((to_set & F4_SET_MODE) && !owner)
+	/*
+	 * libfuse 3.14 doesn't take on HANDLE_KILLPRIV, so the kernel clears
+	 * setuid/setgid for a writer by sending a chmod with the writer's
+	 * credentials.  Allow exactly that to anyone who may write the file:
+	 * a write would have cleared the same bits.
+	 */
+	if ((to_set & F4_SET_MODE) && !owner &&
+	    (!only_drops_setid(attr, inode) ||
+	     f4_check_perm(f, cred, inode, ino, 2)))
 		return -EPERM;
 	if (to_set & F4_SET_UID) {
 		if (attr->st_uid != inode_uid(*inode) || !owner)
@@ -414,24 +440,27 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		if (ret)
 			return ret;
 	}
-	if (to_set & (F4_SET_ATIME | F4_SET_MTIME)) {
-		int now_only = !(to_set & F4_SET_ATIME) ||
-			       (to_set & F4_SET_ATIME_NOW);
+	/*
+	 * Setting both times to "now" needs only write permission; any
+	 * other change of times needs ownership (utimensat(2)).  Times that
+	 * come with a size change are the truncate's own.
+	 */
+	if ((to_set & (F4_SET_ATIME | F4_SET_MTIME)) && !owner &&
+	    !(to_set & F4_SET_SIZE)) {
+		int touch = (to_set & F4_SET_ATIME_NOW) &&
+			    (to_set & F4_SET_MTIME_NOW);
 
-		now_only = now_only && (!(to_set & F4_SET_MTIME) ||
-					(to_set & F4_SET_MTIME_NOW));
-		if (!owner) {
-			if (!now_only)
-				return -EPERM;
-			ret = f4_check_perm(f, cred, inode, ino, 2);
-			if (ret)
-				return ret;
-		}
+		if (!touch)
+			return -EPERM;
+		ret = f4_check_perm(f, cred, inode, ino, 2);
+		if (ret)
+			return ret;
 	}
 	return 0;
 }
 
-static void apply_owner(struct f4fs *f, struct ext2_inode_large *inode,
+static void apply_owner(struct f4fs *f, struct f4_cred *cred,
+			struct ext2_inode_large *inode,
 			const struct stat *attr, int to_set)
 {
 	int changed = 0;
@@ -447,8 +476,10 @@ static void apply_owner(struct f4fs *f, struct ext2_inode_large *inode,
 		changed = 1;
 	}
 	/* chown drops setuid/setgid from non-directories, even for root */
-	if (changed && !LINUX_S_ISDIR(inode->i_mode))
-		kill_suid(inode);
+	if ((to_set & (F4_SET_UID | F4_SET_GID)) &&
+	    !LINUX_S_ISDIR(inode->i_mode))
+		f4_kill_suid(f, cred, inode);
+	(void)changed;
 }
 
 static void apply_times(struct f4fs *f, struct ext2_inode_large *inode,
@@ -503,11 +534,11 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		if (ret)
 			return ret;
 		if (!f4_capable(f, cred))
-			kill_suid(&inode);
+			f4_kill_suid(f, cred, &inode);
 		f4_touch(f, &inode, F4_TOUCH_MC);
 	}
 	if (to_set & F4_SET_KILL_SUIDGID)
-		kill_suid(&inode);
+		f4_kill_suid(f, cred, &inode);
 	if (to_set & F4_SET_MODE) {
 		mode_t mode = attr->st_mode & 07777;
 
@@ -517,7 +548,7 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			mode &= ~S_ISGID;
 		inode.i_mode = (inode.i_mode & LINUX_S_IFMT) | mode;
 	}
-	apply_owner(f, &inode, attr, to_set);
+	apply_owner(f, cred, &inode, attr, to_set);
 	apply_times(f, &inode, attr, to_set);
 
 	ret = f4_write_inode(f, ino, &inode);

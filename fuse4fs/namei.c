@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
@@ -257,9 +258,8 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 
 /*
  * One name fewer.  At zero the inode goes on the orphan list while it is
- * still in use (open, or a directory the kernel still holds, which may be
- * a process's cwd); otherwise nothing can reach it and it is freed now
- * (see f4_maybe_free() for why a lookup reference alone doesn't count).
+ * open; otherwise nothing can reach it and it is freed now (see
+ * f4_maybe_free() for why a lookup reference alone doesn't count).
  */
 int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		 struct ext2_inode_large *inode)
@@ -276,8 +276,7 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		return f4_write_inode(f, ino, inode);
 
 	rec = f4_iget_incore(f, ino);
-	if (rec && (rec->nopen ||
-		    (rec->nlookup && LINUX_S_ISDIR(inode->i_mode)))) {
+	if (rec && rec->nopen) {
 		ret = f4_orphan_add(f, rec, inode);
 		f4_iput(f, rec);
 		return ret;
@@ -626,6 +625,44 @@ fail:
 
 /* ---- links and removal ------------------------------------------------- */
 
+/*
+ * fs.protected_hardlinks: only the owner (or root) may link to a file
+ * they couldn't read and write, or to a setuid or executable setgid file.
+ * The kernel enforces this with its own permission check, which for FUSE
+ * without default_permissions lets everything through, so do it here.
+ */
+static int protected_hardlinks(void)
+{
+	static int value = -1;
+	char buf[8] = "";
+	FILE *fp;
+
+	if (value < 0) {
+		fp = fopen("/proc/sys/fs/protected_hardlinks", "re");
+		value = fp && fgets(buf, sizeof(buf), fp) ? atoi(buf) : 0;
+		if (fp)
+			fclose(fp);
+	}
+	return value;
+}
+
+static int may_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		    const struct ext2_inode_large *inode)
+{
+	mode_t mode = inode->i_mode;
+
+	if (!f4_self_checks(f) || f4_capable(f, cred) ||
+	    f4_is_owner(f, cred, inode) || !protected_hardlinks())
+		return 0;
+	if (!LINUX_S_ISREG(mode) || (mode & LINUX_S_ISUID) ||
+	    (mode & (LINUX_S_ISGID | LINUX_S_IXGRP)) ==
+	    (LINUX_S_ISGID | LINUX_S_IXGRP))
+		return -EPERM;
+	if (f4_check_perm(f, cred, inode, ino, 6))
+		return -EPERM;
+	return 0;
+}
+
 int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	    ext2_ino_t parent, const char *name, struct f4_entry *e)
 {
@@ -653,6 +690,9 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return -EPERM;
 	if (inode.i_links_count >= F4_LINK_MAX)
 		return -EMLINK;
+	ret = may_link(f, cred, ino, &inode);
+	if (ret)
+		return ret;
 	ret = f4_dir_lookup(f, parent, name, len, &existing, NULL);
 	if (ret == 0)
 		return -EEXIST;

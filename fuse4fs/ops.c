@@ -58,14 +58,29 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->req = req;
 }
 
-static void fill_param(const struct f4_entry *e, struct fuse_entry_param *ep)
+/*
+ * How long the kernel may trust a name.  When fuse4fs checks permissions
+ * itself and other users share the mount, every path walk must come back
+ * here: the kernel doesn't check search permission on cached names for a
+ * FUSE file system without default_permissions.
+ */
+static double entry_timeout(const struct f4fs *f)
+{
+	if (f4_self_checks((struct f4fs *)f) &&
+	    (f->opts->allow_other || f->opts->allow_root))
+		return 0;
+	return CACHE_TIMEOUT;
+}
+
+static void fill_param(const struct f4fs *f, const struct f4_entry *e,
+		       struct fuse_entry_param *ep)
 {
 	memset(ep, 0, sizeof(*ep));
 	ep->ino = f4_nodeid_of(e->ino);
 	ep->generation = e->generation;
 	ep->attr = e->attr;
 	ep->attr_timeout = CACHE_TIMEOUT;
-	ep->entry_timeout = CACHE_TIMEOUT;
+	ep->entry_timeout = entry_timeout(f);
 }
 
 /* Reply with a new entry; if the kernel never gets it, undo the ref. */
@@ -78,7 +93,7 @@ static void reply_entry(fuse_req_t req, struct f4fs *f, int ret,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	fill_param(e, &ep);
+	fill_param(f, e, &ep);
 	if (fuse_reply_entry(req, &ep)) {
 		f4_lock(f);
 		f4_forget(f, e->ino, 1);
@@ -97,7 +112,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct f4fs *f = userdata;
 
+	/*
+	 * HANDLE_KILLPRIV: fuse4fs drops setuid/setgid itself on write,
+	 * truncate and chown, with ext4's rules, instead of the kernel
+	 * sending a chmod on the writer's behalf.
+	 */
 	conn->want |= conn->capable & (FUSE_CAP_ATOMIC_O_TRUNC |
+				       FUSE_CAP_HANDLE_KILLPRIV |
 				       FUSE_CAP_EXPORT_SUPPORT |
 				       FUSE_CAP_IOCTL_DIR |
 				       FUSE_CAP_CACHE_SYMLINKS);
@@ -143,7 +164,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct fuse_entry_param ep;
 
 		memset(&ep, 0, sizeof(ep));
-		ep.entry_timeout = CACHE_TIMEOUT;
+		ep.entry_timeout = entry_timeout(f);
 		fuse_reply_entry(req, &ep);
 		return;
 	}
@@ -437,7 +458,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	fi->fh = (uintptr_t)fh;
 	set_open_flags(f, fi);
-	fill_param(&e, &ep);
+	fill_param(f, &e, &ep);
 	if (fuse_reply_create(req, &ep, fi)) {
 		f4_lock(f);
 		f4_release(f, fh);
@@ -604,9 +625,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		reply_err(req, ret);
 		return;
 	}
+	/*
+	 * No kernel readdir cache: it would go on serving names removed
+	 * while the directory is open, where ext4 (and our snapshot) skip
+	 * them.
+	 */
 	fi->fh = (uintptr_t)d;
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi)) {
 		f4_lock(f);
 		f4_releasedir(f, d);
@@ -640,6 +664,8 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 		int dot = name[0] == '.' && (!name[1] ||
 					     (name[1] == '.' && !name[2]));
 
+		if (!de->ino)
+			continue;	/* removed since the snapshot */
 		memset(&e, 0, sizeof(e));
 		e.ino = de->ino;
 		e.attr.st_ino = de->ino;
@@ -653,7 +679,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 				if (ret)
 					break;
 			}
-			fill_param(&e, &ep);
+			fill_param(f, &e, &ep);
 			if (dot)
 				ep.ino = 0;
 			len = fuse_add_direntry_plus(req, buf + used,
@@ -805,7 +831,7 @@ static void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode,
 	}
 	fi->fh = (uintptr_t)fh;
 	set_open_flags(f, fi);
-	fill_param(&e, &ep);
+	fill_param(f, &e, &ep);
 	if (fuse_reply_create(req, &ep, fi)) {
 		f4_lock(f);
 		f4_release(f, fh);

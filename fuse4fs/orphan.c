@@ -324,10 +324,6 @@ int f4_orphan_add(struct f4fs *f, struct f4_inode *rec,
 		return ret;
 	rec->orphan_slot = slot;
 	rec->flags |= F4I_ORPHAN;
-	if (LINUX_S_ISDIR(ei->i_mode))
-		rec->flags |= F4I_DIR;
-	else
-		rec->flags &= ~F4I_DIR;
 	list_add(&rec->orphan_link, &f->orphans);
 	cache_hold(&f->inodes, &rec->cnode);	/* orphans stay in core */
 	return 0;
@@ -376,21 +372,19 @@ static int release_orphan(struct f4fs *f, struct f4_inode *rec)
 }
 
 /*
- * The kernel let go of rec: free it if it is an orphan nobody uses.
+ * rec was released: free it if it is an orphan nobody has open.
  *
- * A file with no name and no open file is unreachable even while the
- * kernel still holds its (now unhashed) inode, so it is freed at its last
- * release, as ext4 frees it at the last close.  If its number is reused
- * before the kernel's forget arrives, the kernel sees a new generation
- * and drops its stale inode; the lookup counts simply add up.  A
- * directory can stay in use without being open (a process's cwd), so it
- * waits for the forget.
+ * An inode with no name and no open file is unreachable even while the
+ * kernel still holds its (unhashed) inode: a removed directory is marked
+ * dead by the VFS, which then refuses lookups, creates and readdir in it.
+ * So the inode is freed at its last release, as ext4 frees it at the
+ * last close or rmdir, without waiting for the kernel's forget.  If its
+ * number is reused before that forget arrives, the kernel sees a new
+ * generation and drops its stale inode; lookup counts simply add up.
  */
 int f4_maybe_free(struct f4fs *f, struct f4_inode *rec)
 {
 	if (!(rec->flags & F4I_ORPHAN) || rec->nopen)
-		return 0;
-	if (rec->nlookup && (rec->flags & F4I_DIR))
 		return 0;
 	if (f->ro)
 		return 0;		/* freed at the next rw mount */
