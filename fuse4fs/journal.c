@@ -751,7 +751,7 @@ static int accept_txn(struct jnl *j, struct scan *st, __u64 ctime)
 /* The descriptor block in j->buf, at blkpos, and the data blocks after it. */
 static int scan_descriptor(struct jnl *j, struct scan *st, __u32 blkpos)
 {
-	unsigned int ntags, i;
+	unsigned int ntags = 0, i;
 	struct jcopy *c;
 	int err;
 
