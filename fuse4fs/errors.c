@@ -18,6 +18,13 @@
 
 static int log_syslog;
 static int log_verbose;
+static int log_quiet;
+
+/* For the fuzzer and tools: only say what is fatal. */
+void f4_log_set_quiet(int on)
+{
+	log_quiet = on;
+}
 
 void f4_log_to_syslog(int on)
 {
@@ -36,6 +43,8 @@ void f4_log(int level, const char *fmt, ...)
 	va_list ap;
 
 	if (level == LOG_DEBUG && !log_verbose)
+		return;
+	if (log_quiet && level > LOG_CRIT)
 		return;
 	va_start(ap, fmt);
 	if (log_syslog) {

@@ -206,6 +206,7 @@ void f4_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void f4_log_to_syslog(int on);
 void f4_set_verbose(int on);
+void f4_log_set_quiet(int on);
 int f4_fs_error(struct f4fs *f, ext2_ino_t ino, errcode_t err,
 		const char *what);
 int f4_corrupt(struct f4fs *f, ext2_ino_t ino, const char *fmt, ...)
