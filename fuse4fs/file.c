@@ -17,12 +17,14 @@
 #include <unistd.h>
 
 #include "fuse4fs.h"
+#include <ext2fs/ext3_extents.h>
 
 #define MAY_WRITE	2
 #define MAY_READ	4
 
 /* Exported by libext2fs but missing from its public header. */
 errcode_t ext2fs_inline_data_expand(ext2_filsys fs, ext2_ino_t ino);
+errcode_t ext2fs_inline_data_ea_remove(ext2_filsys fs, ext2_ino_t ino);
 
 /* ---- limits ----------------------------------------------------------- */
 
@@ -188,6 +190,140 @@ static ssize_t read_inline(struct f4fs *f, ext2_ino_t ino,
 	}
 	free(data);
 	return size;
+}
+
+/*
+ * Small files on an inline_data file system keep their bytes in the inode
+ * (i_block, then the system.data xattr), as ext4 does: a file with no
+ * blocks whose data fits stays, or becomes, inline; one that outgrows the
+ * inode moves to blocks.
+ */
+static int may_inline(struct f4fs *f, const struct ext2_inode_large *inode)
+{
+	return ext2fs_has_feature_inline_data(f->fs->super) &&
+	       f->inode_size > EXT2_GOOD_OLD_INODE_SIZE &&
+	       LINUX_S_ISREG(inode->i_mode) && !is_inline(inode) &&
+	       !EXT2_I_SIZE(inode) &&
+	       !ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)inode);
+}
+
+/* Turn an empty block-less file into an (empty) inline one. */
+static int make_inline(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_inode_large *inode)
+{
+	errcode_t err;
+	int ret;
+
+	inode->i_flags &= ~EXT4_EXTENTS_FL;
+	inode->i_flags |= EXT4_INLINE_DATA_FL;
+	memset(inode->i_block, 0, sizeof(inode->i_block));
+	ret = f4_write_inode(f, ino, inode);
+	if (ret)
+		return ret;
+	err = ext2fs_inline_data_init(f->fs, ino);
+	if (err)
+		return f4_fs_error(f, ino, err, "making inline data");
+	return f4_read_inode(f, ino, inode);
+}
+
+/* Back to an empty extent file, when the first data didn't fit after all. */
+static int unmake_inline(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode)
+{
+	struct ext3_extent_header *eh = (void *)inode->i_block;
+	int ret;
+
+	ext2fs_inline_data_ea_remove(f->fs, ino);
+	ret = f4_read_inode(f, ino, inode);
+	if (ret)
+		return ret;
+	inode->i_flags &= ~EXT4_INLINE_DATA_FL;
+	memset(inode->i_block, 0, sizeof(inode->i_block));
+	if (ext2fs_has_feature_extents(f->fs->super)) {
+		eh->eh_magic = ext2fs_cpu_to_le16(EXT3_EXT_MAGIC);
+		eh->eh_max = ext2fs_cpu_to_le16((sizeof(inode->i_block) -
+						 sizeof(*eh)) /
+						sizeof(struct ext3_extent));
+		inode->i_flags |= EXT4_EXTENTS_FL;
+	}
+	return f4_write_inode(f, ino, inode);
+}
+
+/*
+ * Give an inline file new contents: newsize bytes, of which [off, off +
+ * len) come from buf and the rest are kept (or zero).  1 if done, 0 if it
+ * doesn't fit in the inode (nothing changed), negative errno.
+ */
+static int set_inline(struct f4fs *f, ext2_ino_t ino,
+		      struct ext2_inode_large *inode, const char *buf,
+		      size_t len, uint64_t off, uint64_t newsize)
+{
+	size_t cur = 0;
+	char *data;
+	errcode_t err;
+
+	if (newsize > f->blocksize || off + len > newsize)
+		return 0;
+	data = calloc(1, newsize + f->blocksize);
+	if (!data)
+		return -ENOMEM;
+	err = ext2fs_inline_data_size(f->fs, ino, &cur);
+	if (!err && cur > f->blocksize)
+		err = EXT2_ET_INLINE_DATA_NO_SPACE;
+	if (!err && cur) {
+		err = ext2fs_inline_data_get(f->fs, ino,
+					     (struct ext2_inode *)inode, data,
+					     &cur);
+		if (cur > newsize)
+			memset(data + newsize, 0, cur - newsize);
+	}
+	if (err) {
+		free(data);
+		return f4_fs_error(f, ino, err, "reading inline data");
+	}
+	if (len)
+		memcpy(data + off, buf, len);
+	err = ext2fs_inline_data_set(f->fs, ino, (struct ext2_inode *)inode,
+				     data, newsize);
+	free(data);
+	if (err == EXT2_ET_INLINE_DATA_NO_SPACE || err == EXT2_ET_EA_NO_SPACE)
+		return 0;
+	if (err)
+		return f4_fs_error(f, ino, err, "writing inline data");
+	f4_fs_dirty(f);
+	err = f4_read_inode(f, ino, inode);
+	if (err)
+		return err;
+	ext2fs_inode_size_set(f->fs, (struct ext2_inode *)inode, newsize);
+	return 1;
+}
+
+/* Try to write [off, off + size) inline.  1 done, 0 use blocks, <0 error. */
+static int write_inline(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, const char *buf,
+			size_t size, uint64_t off)
+{
+	uint64_t isize = EXT2_I_SIZE(inode), end = off + size;
+	int fresh = 0, ret;
+
+	if (!is_inline(inode)) {
+		if (!may_inline(f, inode) || end > f->blocksize)
+			return 0;
+		ret = make_inline(f, ino, inode);
+		if (ret)
+			return ret;
+		fresh = 1;
+	}
+	ret = set_inline(f, ino, inode, buf, size, off,
+			 end > isize ? end : isize);
+	if (ret == 0) {
+		if (fresh)
+			ret = unmake_inline(f, ino, inode);
+		else
+			ret = expand_inline(f, ino, inode);
+		return ret ? ret : 0;
+	}
+	return ret;
 }
 
 /* ---- reading ---------------------------------------------------------- */
@@ -393,10 +529,15 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return -EFBIG;
 	if (size > max - off)
 		size = max - off;
-	if (is_inline(&inode)) {
-		ret = expand_inline(f, ino, &inode);
-		if (ret)
+	if (is_inline(&inode) || may_inline(f, &inode)) {
+		ret = write_inline(f, ino, &inode, buf, size, off);
+		if (ret < 0)
 			return ret;
+		if (ret > 0) {
+			done = size;
+			ret = 0;
+			goto written;
+		}
 	}
 
 	while (done < size) {
@@ -427,6 +568,7 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		done += len;
 	}
 	free(bounce);
+written:
 	/* Whatever was written counts, even if the rest failed */
 	if (done) {
 		if (off + done > isize)
@@ -516,6 +658,11 @@ int f4_truncate(struct f4fs *f, ext2_ino_t ino,
 	int ret;
 
 	if (is_inline(inode) && size != isize) {
+		ret = set_inline(f, ino, inode, NULL, 0, 0, size);
+		if (ret < 0)
+			return ret;
+		if (ret > 0)
+			return f4_write_inode(f, ino, inode);
 		ret = expand_inline(f, ino, inode);
 		if (ret)
 			return ret;

@@ -330,6 +330,12 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	st->st_blksize = f->blocksize;
 	st->st_blocks = ext2fs_get_stat_i_blocks(f->fs,
 						 (struct ext2_inode *)inode);
+	/*
+	 * Like ext4, count inline data as sectors, so that tools don't
+	 * take a small inline file for an entirely sparse one.
+	 */
+	if (inode->i_flags & EXT4_INLINE_DATA_FL)
+		st->st_blocks += (st->st_size + 511) >> 9;
 	if (LINUX_S_ISCHR(inode->i_mode) || LINUX_S_ISBLK(inode->i_mode))
 		st->st_rdev = decode_rdev(inode);
 	f4_get_time(f, inode, F4_ATIME, &st->st_atim);

@@ -411,15 +411,15 @@ static void log_journal(void *arg, const char *fmt, ...)
 
 /*
  * Replay the journal if the file system needs it.  The kernel replays even
- * for a read-only mount (unless told norecovery); so do we.
+ * for a read-only mount (unless told norecovery); so do we.  fs is a
+ * read-only handle; the replay opens the device itself, so the caller
+ * opens the file system again afterwards.
  */
-static int maybe_recover(struct f4_opts *opts, ext2_filsys *fsp, int *rw,
+static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 			 int dev_writable)
 {
-	ext2_filsys fs = *fsp;
 	struct f4_journal_report rep;
 	char why[256] = "";
-	errcode_t err;
 	int ret;
 
 	if (!ext2fs_has_feature_journal_needs_recovery(fs->super))
@@ -452,8 +452,6 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys *fsp, int *rw,
 		return 0;
 
 	f4_log(LOG_NOTICE, "%s: recovering journal", opts->device);
-	ext2fs_free(fs);
-	*fsp = NULL;
 	memset(&rep, 0, sizeof(rep));
 	ret = f4_journal_recover(opts->device, make_io_options(opts), &rep,
 				 log_journal, opts->device, why, sizeof(why));
@@ -462,14 +460,16 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys *fsp, int *rw,
 		       opts->device, why);
 		return ret;
 	}
-	f4_log(LOG_NOTICE, "%s: journal recovered: %lu transactions, %lu "
-	       "blocks replayed, %lu revoked%s", opts->device,
-	       rep.transactions, rep.blocks, rep.revoked,
-	       rep.stopped_early ? " (stopped at a damaged transaction)" :
-	       "");
-	err = open_fs(opts, *rw, 0, fsp);
-	if (err)
-		return explain_open_error(opts, err, *rw);
+	f4_log(LOG_NOTICE, "%s: journal recovered: %lu transaction%s, %lu "
+	       "block%s replayed, %lu revoked%s", opts->device,
+	       rep.transactions, rep.transactions == 1 ? "" : "s",
+	       rep.blocks, rep.blocks == 1 ? "" : "s", rep.revoked,
+	       rep.stopped_early ? " (stopped at an incomplete or damaged "
+	       "transaction)" : "");
+	if (rep.fs_error)
+		f4_log(LOG_WARNING, "%s: the journal recorded an error; the "
+		       "file system is marked as having errors, run e2fsck",
+		       opts->device);
 	return 0;
 }
 
@@ -484,6 +484,8 @@ static int check_size(struct f4_opts *opts, ext2_filsys fs)
 		return 0;
 	if (opts->offset)
 		dev_blocks -= opts->offset / fs->blocksize;
+	if (opts->size_limit && opts->size_limit / fs->blocksize < dev_blocks)
+		dev_blocks = opts->size_limit / fs->blocksize;
 	if (ext2fs_blocks_count(fs->super) > dev_blocks) {
 		f4_log(LOG_ERR, "%s: file system is %llu blocks but the "
 		       "device holds only %llu: image truncated?",
@@ -587,6 +589,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		ret = f4_find_partition(opts->device, opts->partition,
 					&opts->offset, &size, why,
 					sizeof(why));
+		opts->size_limit = size;
 		if (ret) {
 			f4_log(LOG_ERR, "%s: partition %d: %s", opts->device,
 			       opts->partition, why);
@@ -603,11 +606,16 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	if (ret)
 		return ret;
 
-	/* First a forced, read-only look, to name what we can't handle */
+	/*
+	 * First a read-only look: name what we can't handle, and replay the
+	 * journal before anything opens the file system for writing.
+	 */
 	err = open_fs(opts, 0, 1, &f->fs);
 	if (err)
 		return explain_open_error(opts, err, 0);
 	ret = check_features(opts, f->fs, &rw);
+	if (!ret)
+		ret = maybe_recover(opts, f->fs, &rw, dev_writable);
 	ext2fs_free(f->fs);
 	f->fs = NULL;
 	if (ret)
@@ -622,21 +630,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	if (err)
 		return explain_open_error(opts, err, rw);
-	ret = maybe_recover(opts, &f->fs, &rw, dev_writable);
-	if (ret)
-		goto fail;
 	ret = check_size(opts, f->fs);
 	if (ret)
 		goto fail;
-
-	if (!rw && (f->fs->flags & EXT2_FLAG_RW)) {
-		/* norecovery downgraded us: reopen read-only */
-		ext2fs_free(f->fs);
-		f->fs = NULL;
-		err = open_fs(opts, 0, 0, &f->fs);
-		if (err)
-			return explain_open_error(opts, err, 0);
-	}
 
 	f->fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
 	f->blocksize = f->fs->blocksize;
