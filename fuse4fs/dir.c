@@ -120,9 +120,19 @@ struct found {
 static int search_block(struct f4fs *f, ext2_ino_t dir, const char *buf,
 			const char *name, size_t len, struct found *fd)
 {
-	unsigned int end = block_end(f, buf), off = 0, prev = ~0U;
-	struct ext2_dir_entry *de;
+	unsigned int end, off = 0, prev = ~0U, first_len;
+	struct ext2_dir_entry *de = (struct ext2_dir_entry *)buf;
 	int rec_len;
+
+	/*
+	 * An empty block, or an htree index block (which poses as one, and
+	 * may still hold a stale checksum tail from its days as a leaf):
+	 * no entries here.
+	 */
+	if (!de->inode && !ext2fs_get_rec_len(f->fs, de, &first_len) &&
+	    first_len == f->blocksize)
+		return 0;
+	end = block_end(f, buf);
 
 	while ((rec_len = dirent_at(f, buf, off, end, &de)) > 0) {
 		if (de->inode &&
@@ -288,9 +298,10 @@ static int iterate(struct f4fs *f, ext2_ino_t dir, int flags,
 struct inline_find {
 	const char *name;
 	size_t len;
-	ext2_ino_t ino;
-	ext2_ino_t newino;
-	int ftype;
+	ext2_ino_t ino;			/* found */
+	ext2_ino_t newino;		/* with set: point the entry here */
+	int ftype;			/* found */
+	int newftype;
 	int set;
 };
 
@@ -307,7 +318,7 @@ static int inline_find_proc(ext2_ino_t dir, int entry,
 	fi->ftype = ext2fs_dirent_file_type(de);
 	if (fi->set) {
 		de->inode = fi->newino;
-		ext2fs_dirent_set_file_type(de, fi->ftype);
+		ext2fs_dirent_set_file_type(de, fi->newftype);
 		return DIRENT_CHANGED | DIRENT_ABORT;
 	}
 	return DIRENT_ABORT;
@@ -350,7 +361,7 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 	if (ret)
 		return ret;
 	if (is_inline(&inode)) {
-		struct inline_find fi = { name, len, 0, 0, 0, 0 };
+		struct inline_find fi = { name, len, 0, 0, 0, 0, 0 };
 
 		ret = inline_find(f, dir, &fi);
 		fd.ino = fi.ino;
@@ -451,7 +462,7 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	if (ret)
 		return ret;
 	if (is_inline(&inode)) {
-		struct inline_find fi = { name, len, 0, ino, ftype, 1 };
+		struct inline_find fi = { name, len, 0, ino, 0, ftype, 1 };
 
 		ret = inline_find(f, dir, &fi);
 		if (ret > 0) {
@@ -726,6 +737,9 @@ static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
 	e = &d->ents[d->nents++];
 	e->ino = ino;
 	e->type = f4_ftype_to_dt(ftype);
+	/* inline directories have no entries for . and .. to take it from */
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+		e->type = DT_DIR;
 	e->namelen = len;
 	e->name_off = d->names_len;
 	memcpy(d->names + d->names_len, name, len);

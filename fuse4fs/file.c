@@ -630,24 +630,14 @@ static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
 			struct ext2_inode_large *inode, blk64_t start,
 			blk64_t end)
 {
-	errcode_t err;
-
-	/*
-	 * "To the end" as the last logical block a file can have: libext2fs
-	 * mishandles ~0 when the file system has no free block left.
-	 */
+	/* "To the end": the last logical block a file can have */
 	if (end > 0xffffffffULL)
 		end = 0xffffffffULL;
 	if (end < start)
 		return 0;
 	if (inode->i_flags & EXT4_EXTENTS_FL)
 		return f4_punch_extents(f, ino, inode, start, end);
-	err = ext2fs_punch(f->fs, ino, (struct ext2_inode *)inode, NULL, start,
-			   end);
-	if (err)
-		return f4_fs_error(f, ino, err, "freeing blocks");
-	f4_fs_dirty(f);
-	return 0;
+	return f4_punch_blockmap(f, ino, inode, start, end);
 }
 
 /* Set the size, freeing what lies past it; writes the inode. */
@@ -705,30 +695,48 @@ int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
 	return punch_blocks(f, ino, inode, 0, ~0ULL);
 }
 
+/*
+ * Zero [off, off + len): bytes in blocks it only partly covers are zeroed
+ * in place; whole blocks are freed (punch) or, for ZERO_RANGE, turned
+ * into unwritten extents.
+ */
+static int zero_blocks(struct f4fs *f, ext2_ino_t ino,
+		       struct ext2_inode_large *inode, uint64_t off,
+		       uint64_t len, int keep_allocated)
+{
+	uint64_t bs = f->blocksize, end = off + len;
+	uint64_t first_full = (off + bs - 1) / bs, end_full = end / bs;
+	int ret;
+
+	if (first_full > end_full)		/* inside a single block */
+		return zero_partial(f, ino, inode, off, len);
+	ret = zero_partial(f, ino, inode, off, first_full * bs - off);
+	if (!ret && end > end_full * bs)
+		ret = zero_partial(f, ino, inode, end_full * bs,
+				   end - end_full * bs);
+	if (ret || end_full == first_full)
+		return ret;
+	ret = punch_blocks(f, ino, inode, first_full, end_full - 1);
+	if (!ret && keep_allocated)
+		ret = f4_map_prealloc(f, ino, inode, first_full,
+				      end_full - first_full);
+	return ret;
+}
+
+/*
+ * PUNCH_HOLE as ext4 does it: nothing past EOF except that a hole
+ * reaching past EOF runs to the end of the page holding EOF.
+ */
 static int do_punch(struct f4fs *f, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, uint64_t off, uint64_t len)
 {
-	uint64_t bs = f->blocksize, isize = EXT2_I_SIZE(inode);
-	uint64_t end = off + len, first_full, end_full;
-	int ret;
+	uint64_t isize = EXT2_I_SIZE(inode), page = 4096;
 
 	if (off >= isize)
 		return 0;
-	if (end > isize)
-		end = isize;
-	first_full = (off + bs - 1) / bs;
-	end_full = end / bs;			/* exclusive */
-	if (first_full > end_full) {
-		/* Inside a single block */
-		return zero_partial(f, ino, inode, off, end - off);
-	}
-	ret = zero_partial(f, ino, inode, off, first_full * bs - off);
-	if (!ret && end % bs && end_full * bs < end)
-		ret = zero_partial(f, ino, inode, end_full * bs,
-				   end - end_full * bs);
-	if (!ret && end_full > first_full)
-		ret = punch_blocks(f, ino, inode, first_full, end_full - 1);
-	return ret;
+	if (off + len > isize)
+		len = (isize | (page - 1)) + 1 - off;
+	return zero_blocks(f, ino, inode, off, len, 0);
 }
 
 static int do_preallocate(struct f4fs *f, ext2_ino_t ino,
@@ -787,16 +795,7 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = do_punch(f, ino, &inode, off, len);
 	} else if (mode & FALLOC_FL_ZERO_RANGE) {
-		ret = do_punch(f, ino, &inode, off, len);
-		if (!ret && end > EXT2_I_SIZE(&inode)) {
-			/* Past EOF there was nothing to punch: just zero */
-			ret = zero_partial(f, ino, &inode,
-					   EXT2_I_SIZE(&inode),
-					   f->blocksize - EXT2_I_SIZE(&inode) %
-					   f->blocksize);
-		}
-		if (!ret)
-			ret = do_preallocate(f, ino, &inode, off, len);
+		ret = zero_blocks(f, ino, &inode, off, len, 1);
 	} else {
 		ret = do_preallocate(f, ino, &inode, off, len);
 	}

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "mount.h"
 
 #define EXIT_USAGE	1
 #define EXIT_FS		2
@@ -82,75 +83,6 @@ static int check_mountpoint(const struct f4_opts *opts)
 	return 0;
 }
 
-/* Append one FUSE mount option, escaping commas and backslashes. */
-static void add_opt(char *buf, size_t len, const char *key, const char *val)
-{
-	size_t used = strlen(buf);
-
-	if (used && used < len - 1)
-		buf[used++] = ',';
-	for (; *key && used < len - 1; key++)
-		buf[used++] = *key;
-	if (val) {
-		if (used < len - 1)
-			buf[used++] = '=';
-		for (; *val && used < len - 2; val++) {
-			if (*val == ',' || *val == '\\')
-				buf[used++] = '\\';
-			buf[used++] = *val;
-		}
-	}
-	buf[used] = 0;
-}
-
-static void fuse_mount_options(const struct f4fs *f, char *buf, size_t len)
-{
-	const struct f4_opts *o = f->opts;
-
-	buf[0] = 0;
-	add_opt(buf, len, "fsname", o->fsname ? o->fsname : o->device);
-	add_opt(buf, len, "subtype", o->subtype ? o->subtype : "fuse4fs");
-	if (o->allow_other)
-		add_opt(buf, len, "allow_other", NULL);
-	else if (o->allow_root)
-		add_opt(buf, len, "allow_root", NULL);
-	if (o->default_permissions)
-		add_opt(buf, len, "default_permissions", NULL);
-	if (f->ro)
-		add_opt(buf, len, "ro", NULL);
-	add_opt(buf, len, o->suid ? "suid" : "nosuid", NULL);
-	add_opt(buf, len, o->dev ? "dev" : "nodev", NULL);
-	if (o->noexec)
-		add_opt(buf, len, "noexec", NULL);
-	if (o->dirsync)
-		add_opt(buf, len, "dirsync", NULL);
-	if (o->auto_unmount)
-		add_opt(buf, len, "auto_unmount", NULL);
-}
-
-static struct fuse_session *make_session(struct f4fs *f)
-{
-	char mopts[PATH_MAX * 2 + 256];
-	char *argv[5];
-	int argc = 0;
-	struct fuse_args args;
-	struct fuse_session *se;
-
-	fuse_mount_options(f, mopts, sizeof(mopts));
-	argv[argc++] = f->opts->progname;
-	argv[argc++] = "-o";
-	argv[argc++] = mopts;
-	if (f->opts->debug)
-		argv[argc++] = "-d";
-	argv[argc] = NULL;
-	args.argc = argc;
-	args.argv = argv;
-	args.allocated = 0;
-	se = fuse_session_new(&args, &f4_ops, sizeof(f4_ops), f);
-	fuse_opt_free_args(&args);
-	return se;
-}
-
 static int serve(struct f4fs *f, struct fuse_session *se)
 {
 	int threads = f->opts->single_thread ? 1 : f->opts->max_threads;
@@ -173,7 +105,9 @@ int main(int argc, char **argv)
 {
 	struct f4_opts opts;
 	struct f4fs f;
+	struct f4_mount m;
 	struct fuse_session *se;
+	struct stat st;
 	int ret, status = 0;
 
 	memset(&f, 0, sizeof(f));
@@ -185,21 +119,30 @@ int main(int argc, char **argv)
 		f4_free_options(&opts);
 		return EXIT_USAGE;
 	}
+	/* A fuseblk mount claims the block device itself: don't claim it */
+	if (geteuid() == 0 && opts.fuseblk && !stat(opts.device, &st) &&
+	    S_ISBLK(st.st_mode))
+		opts.no_excl = 1;
 	if (f4_fs_open(&f, &opts)) {
 		f4_free_options(&opts);
 		return EXIT_FS;
 	}
 	f.panic = panic_stop;
 
-	se = make_session(&f);
+	f4_mount_prepare(&f, &m);
+	se = f4_make_session(&f, &m);
 	if (!se) {
+		f4_mount_done(&m);
 		fprintf(stderr, "fuse4fs: cannot set up the FUSE session\n");
 		status = EXIT_MOUNT;
 		goto close;
 	}
 	the_session = se;
-	if (fuse_set_signal_handlers(se) ||
-	    fuse_session_mount(se, opts.mountpoint)) {
+	ret = fuse_set_signal_handlers(se);
+	if (!ret)
+		ret = fuse_session_mount(se, opts.mountpoint);
+	f4_mount_done(&m);
+	if (ret) {
 		fprintf(stderr, "fuse4fs: cannot mount %s on %s\n",
 			opts.device, opts.mountpoint);
 		status = EXIT_MOUNT;

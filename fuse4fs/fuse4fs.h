@@ -76,6 +76,8 @@ struct f4_opts {
 	int noatime;			/* atime updates off */
 	int strictatime;		/* atime updated on every access */
 	int auto_unmount;
+	int fuseblk;			/* root: mount as fuseblk */
+	int no_excl;			/* don't open the device O_EXCL */
 	unsigned long long cache_size;	/* bytes of block cache */
 	unsigned long long offset;	/* byte offset of the fs in device */
 	int partition;			/* 1-based partition number, 0: none */
@@ -393,6 +395,8 @@ int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		 struct f4_map *map, int *was_new);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
+int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
+		      struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,

@@ -136,7 +136,8 @@ int f4_htree_lookup_leaf(struct f4fs *f, ext2_ino_t dir,
 	struct ext2_dx_root_info *root;
 	struct dx_level lv = { NULL, 0, 0 };
 	unsigned int levels, level, off, j;
-	uint32_t hash;
+	uint32_t hash, bound = 0, upper = 0;
+	int have_bound = 0, upper_bound = 0;
 	char *buf;
 	int ret, n = 0;
 
@@ -165,8 +166,15 @@ int f4_htree_lookup_leaf(struct f4fs *f, ext2_ino_t dir,
 		ret = dx_search(f, dir, buf, off, hash, &lv);
 		if (ret)
 			goto out;
+		/* Where the subtree we go down into ends, seen from above */
+		if (lv.at + 1 < lv.count) {
+			bound = ext2fs_le32_to_cpu(lv.entries[lv.at + 1].hash);
+			have_bound = 1;
+		}
 		if (level == levels)
 			break;
+		upper = bound;
+		upper_bound = have_bound;
 		ret = read_lblk(f, dir, inode, dx_block(&lv, lv.at), buf);
 		if (ret)
 			goto out;
@@ -182,7 +190,13 @@ int f4_htree_lookup_leaf(struct f4fs *f, ext2_ino_t dir,
 			goto out;
 		n++;
 	}
-	if ((j == lv.count && levels > 0) || n == maxleaves) {
+	/*
+	 * Leaves that continue this hash can only be in the next index
+	 * block if the subtree after ours starts with a continuation of it
+	 * (rare: many names with one hash); then scan everything.
+	 */
+	if (n == maxleaves || (j == lv.count && levels > 0 && upper_bound &&
+			       (upper & ~1U) == hash)) {
 		ret = -EAGAIN;
 		goto out;
 	}

@@ -334,7 +334,8 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	 * Like ext4, count inline data as sectors, so that tools don't
 	 * take a small inline file for an entirely sparse one.
 	 */
-	if (inode->i_flags & EXT4_INLINE_DATA_FL)
+	if ((inode->i_flags & EXT4_INLINE_DATA_FL) &&
+	    LINUX_S_ISREG(inode->i_mode))
 		st->st_blocks += (st->st_size + 511) >> 9;
 	if (LINUX_S_ISCHR(inode->i_mode) || LINUX_S_ISBLK(inode->i_mode))
 		st->st_rdev = decode_rdev(inode);

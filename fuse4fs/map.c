@@ -464,3 +464,121 @@ int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		return f4_fs_error(f, ino, err, "freeing blocks");
 	return 0;
 }
+
+/* ---- block-mapped (ext2/ext3) files ------------------------------------ */
+
+struct ind_punch {
+	struct f4fs *f;
+	ext2_ino_t ino;
+	blk64_t start, end;		/* logical blocks, inclusive */
+	blk64_t ptrs;			/* block numbers per block */
+	blk64_t freed;
+	int err;
+};
+
+static void free_one(struct ind_punch *p, __u32 *ptr)
+{
+	if (f4_valid_data_blocks(p->f, p->ino, *ptr, 1)) {
+		p->err = -EFSCORRUPTED;
+		return;
+	}
+	ext2fs_block_alloc_stats2(p->f->fs, *ptr, -1);
+	*ptr = 0;
+	p->freed++;
+}
+
+/*
+ * Free what the pointer at *ptr maps, for the part of [start, end] that
+ * falls in the span of logical blocks [base, base + ptrs^level) it covers;
+ * then the indirect block itself if nothing is left in it.  Returns 1 if
+ * *ptr changed.
+ */
+static int punch_ind(struct ind_punch *p, __u32 *ptr, int level, blk64_t base)
+{
+	blk64_t span = 1, child, first, last, i;
+	__u32 *entries;
+	char *buf;
+	int changed = 0, empty = 1;
+	errcode_t err;
+
+	for (i = 0; i < (blk64_t)level; i++)
+		span *= p->ptrs;
+	if (!*ptr || p->err || p->end < base || p->start >= base + span)
+		return 0;
+	if (!level) {
+		free_one(p, ptr);
+		return 1;
+	}
+	if (f4_valid_data_blocks(p->f, p->ino, *ptr, 1)) {
+		p->err = -EFSCORRUPTED;
+		return 0;
+	}
+	buf = malloc(p->f->blocksize);
+	if (!buf) {
+		p->err = -ENOMEM;
+		return 0;
+	}
+	err = ext2fs_read_ind_block(p->f->fs, *ptr, buf);
+	if (err) {
+		p->err = f4_fs_error(p->f, p->ino, err, "reading indirect block");
+		goto out;
+	}
+	entries = (__u32 *)buf;
+	child = span / p->ptrs;
+	first = p->start > base ? (p->start - base) / child : 0;
+	last = (p->end - base) / child;
+	if (last >= p->ptrs)
+		last = p->ptrs - 1;
+	for (i = first; i <= last && !p->err; i++)
+		changed |= punch_ind(p, &entries[i], level - 1,
+				     base + i * child);
+	for (i = 0; i < p->ptrs; i++)
+		if (entries[i]) {
+			empty = 0;
+			break;
+		}
+	if (p->err)
+		goto out;
+	if (empty) {
+		free_one(p, ptr);
+		changed = 1;
+		goto out;
+	}
+	if (changed) {
+		err = ext2fs_write_ind_block(p->f->fs, *ptr, buf);
+		if (err)
+			p->err = f4_fs_error(p->f, p->ino, err,
+					     "writing indirect block");
+	}
+	changed = 0;		/* *ptr itself is unchanged */
+out:
+	free(buf);
+	return changed;
+}
+
+/*
+ * Free logical blocks [start, end] of a block-mapped file, and indirect
+ * blocks left empty.  (libext2fs's ext2fs_punch() leaves blocks mapped
+ * when the range crosses from one level of indirection to the next.)
+ */
+int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
+		      struct ext2_inode_large *inode, blk64_t start, blk64_t end)
+{
+	struct ind_punch p = { f, ino, start, end, f->blocksize / 4, 0, 0 };
+	blk64_t base = EXT2_NDIR_BLOCKS, span = p.ptrs;
+	int i;
+
+	for (i = 0; i < EXT2_NDIR_BLOCKS; i++)
+		punch_ind(&p, &inode->i_block[i], 0, i);
+	for (i = 0; i < 3 && !p.err; i++) {
+		punch_ind(&p, &inode->i_block[EXT2_IND_BLOCK + i], i + 1, base);
+		base += span;
+		span *= p.ptrs;
+	}
+	if (p.freed) {
+		ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)inode,
+				       p.freed);
+		f4_fs_dirty(f);
+	}
+	return p.err;
+}

@@ -26,6 +26,7 @@ enum opt_id {
 	O_COMMIT, O_THREADS, O_NOATIME, O_RELATIME, O_STRICTATIME, O_ATIME,
 	O_NODIRATIME, O_SUID, O_NOSUID, O_DEV, O_NODEV, O_EXEC, O_NOEXEC,
 	O_FSNAME, O_SUBTYPE, O_AUTO_UNMOUNT, O_NOAUTO_UNMOUNT, O_USER_XATTR,
+	O_FUSEBLK, O_NOFUSEBLK,
 	O_IGNORED,
 };
 
@@ -90,6 +91,11 @@ static const struct opt_desc opt_table[] = {
 	{ "noauto_unmount", NULL, O_NOAUTO_UNMOUNT,
 	  "leave the mount if fuse4fs dies" },
 	{ "user_xattr", NULL, O_USER_XATTR, "accepted; user xattrs are on" },
+	{ "fuseblk", NULL, O_FUSEBLK,
+	  "root: mount as fuseblk, so umount waits until all is written "
+	  "(default)" },
+	{ "nofuseblk", NULL, O_NOFUSEBLK,
+	  "plain FUSE mount: umount returns before the data is written" },
 	/* what mount(8) and fstab pass along */
 	{ "defaults", NULL, O_IGNORED, "fstab: the default options" },
 	{ "auto", NULL, O_IGNORED, "fstab: mount at boot" },
@@ -312,6 +318,8 @@ static int apply_opt(struct parse_state *ps, const struct opt_desc *d,
 		break;
 	case O_AUTO_UNMOUNT: o->auto_unmount = 1; break;
 	case O_NOAUTO_UNMOUNT: o->auto_unmount = 0; break;
+	case O_FUSEBLK: o->fuseblk = 1; break;
+	case O_NOFUSEBLK: o->fuseblk = 0; break;
 	case O_USER_XATTR:
 	case O_IGNORED:
 		break;
@@ -408,6 +416,7 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *o)
 	o->progname = dup_or_die(basename_of(argv[0]));
 	o->helper = !strncmp(o->progname, "mount.", 6);
 	o->auto_unmount = 1;
+	o->fuseblk = 1;
 	o->max_threads = 4;
 	o->commit_interval = F4_DEFAULT_COMMIT;
 

@@ -201,11 +201,12 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 	st->f_blocks = blocks;
 	/*
 	 * Like ext4, hold back 2% (at most 4096 clusters) beyond the root
-	 * reserve, so that metadata can still be allocated when users have
-	 * filled the file system.
+	 * reserve on extent file systems, so that extent tree blocks can
+	 * still be allocated when users have filled the file system.
 	 */
-	reserved += ext2fs_blocks_count(sb) / 50 < 4096 ?
-		    ext2fs_blocks_count(sb) / 50 : 4096;
+	if (ext2fs_has_feature_extents(sb))
+		reserved += ext2fs_blocks_count(sb) / 50 < 4096 ?
+			    ext2fs_blocks_count(sb) / 50 : 4096;
 	st->f_bfree = free;
 	st->f_bavail = free > reserved ? free - reserved : 0;
 	st->f_files = sb->s_inodes_count;
@@ -334,8 +335,10 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 			 ext2_filsys *fsp)
 {
-	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_EXCLUSIVE;
+	int flags = EXT2_FLAG_64BITS;
 
+	if (!opts->no_excl)
+		flags |= EXT2_FLAG_EXCLUSIVE;
 	if (rw)
 		flags |= EXT2_FLAG_RW;
 	if (force)

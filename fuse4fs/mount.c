@@ -1,0 +1,191 @@
+/*
+ * mount.c - how fuse4fs puts itself in front of the kernel.
+ *
+ * A plain FUSE mount ends asynchronously: umount(2) returns as soon as the
+ * kernel lets go, while the daemon may still be writing.  A "fuseblk"
+ * mount is different: at umount the kernel sends DESTROY and waits for the
+ * reply, and fuse4fs writes everything and closes the image before
+ * replying (ops.c).  So when root mounts, fuse4fs uses fuseblk: on the
+ * block device itself, or, for an image file, on a loop device attached
+ * to the image.  The loop device is only the kernel's handle for the
+ * mount (fuse4fs keeps doing its I/O on the image file); it is set to
+ * detach itself when the mount lets go of it.
+ *
+ * fuseblk needs root; unprivileged mounts are plain FUSE mounts made
+ * through fusermount3.  If no loop device can be had, root falls back to
+ * a plain mount too, and says so.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "mount.h"
+
+/* Attach image to a free loop device; returns its open fd, or -errno. */
+static int attach_loop(const char *image, int ro, char *dev, size_t len)
+{
+	struct loop_config cfg;
+	int ctl, lfd = -1, ifd, n, tries;
+
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return -errno;
+	ifd = open(image, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (ifd < 0) {
+		close(ctl);
+		return -errno;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.fd = ifd;
+	cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR | (ro ? LO_FLAGS_READ_ONLY : 0);
+	/* Another process may take the free device first: try again */
+	for (tries = 0; tries < 16; tries++) {
+		n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			break;
+		snprintf(dev, len, "/dev/loop%d", n);
+		lfd = open(dev, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+		if (lfd < 0)
+			break;
+		if (!ioctl(lfd, LOOP_CONFIGURE, &cfg))
+			break;
+		close(lfd);
+		lfd = -1;
+		if (errno != EBUSY)
+			break;
+	}
+	if (lfd < 0)
+		lfd = -(errno ? errno : EBUSY);
+	close(ifd);
+	close(ctl);
+	return lfd;
+}
+
+/*
+ * Decide how to mount.  Sets m->blkdev and m->source; may attach a loop
+ * device (kept open in m->loop_fd until the mount holds it).
+ */
+void f4_mount_prepare(struct f4fs *f, struct f4_mount *m)
+{
+	struct f4_opts *o = f->opts;
+	struct stat st;
+	int fd;
+
+	memset(m, 0, sizeof(*m));
+	m->loop_fd = -1;
+	if (geteuid() != 0 || !o->fuseblk || stat(o->device, &st))
+		return;
+	if (S_ISBLK(st.st_mode)) {
+		snprintf(m->source, sizeof(m->source), "%s", o->device);
+		m->blkdev = 1;
+		return;
+	}
+	fd = attach_loop(o->device, f->ro, m->source, sizeof(m->source));
+	if (fd < 0) {
+		f4_log(LOG_NOTICE, "%s: no loop device (%s): mounting without "
+		       "fuseblk, so umount will not wait for the data to be "
+		       "written", o->device, strerror(-fd));
+		return;
+	}
+	m->loop_fd = fd;
+	m->blkdev = 1;
+}
+
+/* The mount holds the loop device now (or failed): let go of ours. */
+void f4_mount_done(struct f4_mount *m)
+{
+	if (m->loop_fd >= 0)
+		close(m->loop_fd);
+	m->loop_fd = -1;
+}
+
+/* Append one FUSE mount option, escaping commas and backslashes. */
+static void add_opt(char *buf, size_t len, const char *key, const char *val)
+{
+	size_t used = strlen(buf);
+
+	if (used && used < len - 1)
+		buf[used++] = ',';
+	for (; *key && used < len - 1; key++)
+		buf[used++] = *key;
+	if (val) {
+		if (used < len - 1)
+			buf[used++] = '=';
+		for (; *val && used < len - 2; val++) {
+			if (*val == ',' || *val == '\\')
+				buf[used++] = '\\';
+			buf[used++] = *val;
+		}
+	}
+	buf[used] = 0;
+}
+
+static void mount_options(const struct f4fs *f, const struct f4_mount *m,
+			  char *buf, size_t len)
+{
+	const struct f4_opts *o = f->opts;
+	char bs[32];
+
+	buf[0] = 0;
+	if (m->blkdev) {
+		/* The kernel finds the block device by the source name */
+		add_opt(buf, len, "fsname", m->source);
+		add_opt(buf, len, "blkdev", NULL);
+		/* fuseblk's block size: a power of two up to a page */
+		snprintf(bs, sizeof(bs), "%u",
+			 f->blocksize > 4096 ? 4096 : f->blocksize);
+		add_opt(buf, len, "blksize", bs);
+	} else {
+		add_opt(buf, len, "fsname", o->fsname ? o->fsname : o->device);
+	}
+	add_opt(buf, len, "subtype", o->subtype ? o->subtype : "fuse4fs");
+	if (o->allow_other)
+		add_opt(buf, len, "allow_other", NULL);
+	else if (o->allow_root)
+		add_opt(buf, len, "allow_root", NULL);
+	if (o->default_permissions)
+		add_opt(buf, len, "default_permissions", NULL);
+	if (f->ro)
+		add_opt(buf, len, "ro", NULL);
+	add_opt(buf, len, o->suid ? "suid" : "nosuid", NULL);
+	add_opt(buf, len, o->dev ? "dev" : "nodev", NULL);
+	if (o->noexec)
+		add_opt(buf, len, "noexec", NULL);
+	if (o->dirsync)
+		add_opt(buf, len, "dirsync", NULL);
+	if (o->auto_unmount)
+		add_opt(buf, len, "auto_unmount", NULL);
+}
+
+struct fuse_session *f4_make_session(struct f4fs *f, const struct f4_mount *m)
+{
+	char mopts[PATH_MAX * 2 + 256];
+	char *argv[5];
+	int argc = 0;
+	struct fuse_args args;
+	struct fuse_session *se;
+
+	mount_options(f, m, mopts, sizeof(mopts));
+	argv[argc++] = f->opts->progname;
+	argv[argc++] = "-o";
+	argv[argc++] = mopts;
+	if (f->opts->debug)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	args.argc = argc;
+	args.argv = argv;
+	args.allocated = 0;
+	se = fuse_session_new(&args, &f4_ops, sizeof(f4_ops), f);
+	fuse_opt_free_args(&args);
+	return se;
+}

@@ -1,0 +1,19 @@
+/*
+ * mount.h - how fuse4fs mounts (mount.c).
+ */
+#ifndef F4_MOUNT_H
+#define F4_MOUNT_H
+
+#include <limits.h>
+
+struct f4_mount {
+	int blkdev;			/* fuseblk: umount waits for us */
+	int loop_fd;			/* our hold on the loop device */
+	char source[PATH_MAX];		/* the block device, for fuseblk */
+};
+
+void f4_mount_prepare(struct f4fs *f, struct f4_mount *m);
+void f4_mount_done(struct f4_mount *m);
+struct fuse_session *f4_make_session(struct f4fs *f, const struct f4_mount *m);
+
+#endif
