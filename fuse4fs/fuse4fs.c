@@ -108,7 +108,7 @@ int main(int argc, char **argv)
 	struct f4_mount m;
 	struct fuse_session *se;
 	struct stat st;
-	int ret, status = 0;
+	int ret, status = 0, watchdog = -1;
 
 	memset(&f, 0, sizeof(f));
 	ret = f4_parse_options(argc, argv, &opts);
@@ -155,12 +155,15 @@ int main(int argc, char **argv)
 			goto unmount;
 		}
 	}
+	if (opts.auto_unmount && geteuid() == 0)
+		watchdog = f4_start_watchdog(opts.mountpoint);
 	f4_log(LOG_INFO, "%s mounted on %s%s", opts.device, opts.mountpoint,
 	       f.ro ? " (read-only)" : "");
 	if (serve(&f, se))
 		status = EXIT_UNMOUNT;
 unmount:
 	fuse_session_unmount(se);
+	f4_stop_watchdog(watchdog);
 destroy:
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);

@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -163,7 +165,11 @@ static void mount_options(const struct f4fs *f, const struct f4_mount *m,
 		add_opt(buf, len, "noexec", NULL);
 	if (o->dirsync)
 		add_opt(buf, len, "dirsync", NULL);
-	if (o->auto_unmount)
+	/*
+	 * libfuse's auto_unmount mounts through fusermount3, which can't do
+	 * suid or dev; root gets fuse4fs's own watchdog instead.
+	 */
+	if (o->auto_unmount && geteuid() != 0)
 		add_opt(buf, len, "auto_unmount", NULL);
 }
 
@@ -188,4 +194,60 @@ struct fuse_session *f4_make_session(struct f4fs *f, const struct f4_mount *m)
 	se = fuse_session_new(&args, &f4_ops, sizeof(f4_ops), f);
 	fuse_opt_free_args(&args);
 	return se;
+}
+
+/*
+ * auto_unmount for root: a small process that waits for the daemon to go
+ * away.  If it goes without saying goodbye (killed, crashed), the
+ * watchdog detaches the mount, so users find an empty directory rather
+ * than "Transport endpoint is not connected".  Returns the daemon's end
+ * of the pipe, or -1.
+ */
+int f4_start_watchdog(const char *mountpoint)
+{
+	int p[2], fd;
+	pid_t pid;
+	char c = 0;
+
+	if (pipe2(p, O_CLOEXEC))
+		return -1;
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		/* Hold nothing of the daemon's: above all not /dev/fuse */
+		for (fd = 0; fd < 1024; fd++)
+			if (fd != p[0])
+				close(fd);
+		fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		setsid();
+		signal(SIGHUP, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+			;
+		if (c != 'q')
+			umount2(mountpoint, MNT_DETACH);
+		_exit(0);
+	}
+	close(p[0]);
+	return p[1];
+}
+
+/* A clean exit: the watchdog must leave the mount point alone. */
+void f4_stop_watchdog(int fd)
+{
+	if (fd < 0)
+		return;
+	if (write(fd, "q", 1) != 1)
+		f4_log(LOG_DEBUG, "watchdog: %s", strerror(errno));
+	close(fd);
 }

@@ -15,5 +15,7 @@ struct f4_mount {
 void f4_mount_prepare(struct f4fs *f, struct f4_mount *m);
 void f4_mount_done(struct f4_mount *m);
 struct fuse_session *f4_make_session(struct f4fs *f, const struct f4_mount *m);
+int f4_start_watchdog(const char *mountpoint);
+void f4_stop_watchdog(int fd);
 
 #endif

@@ -409,6 +409,11 @@ static void set_open_flags(struct f4fs *f, struct fuse_file_info *fi)
 {
 	fi->keep_cache = !f->opts->direct;
 	fi->direct_io = f->opts->direct;
+	/*
+	 * Writes reach us as they happen and there are no locks to drop,
+	 * so a close needs no FLUSH round trip (release still comes).
+	 */
+	fi->noflush = 1;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -71,7 +71,7 @@ static const struct opt_desc opt_table[] = {
 	  "mount partition N of a partitioned (MBR or GPT) image" },
 	{ "commit", "SECONDS", O_COMMIT,
 	  "seconds between background writes (default 5)" },
-	{ "threads", "N", O_THREADS, "worker threads (default 4)" },
+	{ "threads", "N", O_THREADS, "worker threads (default 1)" },
 	{ "noatime", NULL, O_NOATIME, "don't update access times" },
 	{ "relatime", NULL, O_RELATIME,
 	  "update access times lazily (the default)" },
@@ -211,8 +211,9 @@ static const struct opt_desc *find_opt(const char *name, size_t len)
 	for (o = opt_table; o->name; o++) {
 		size_t n = strlen(o->name);
 
+		/* "x-*", "comment=*": anything starting so, value or not */
 		if (o->name[n - 1] == '*') {
-			if (len >= n - 1 && !strncmp(name, o->name, n - 1))
+			if (!strncmp(name, o->name, n - 1))
 				return o;
 			continue;
 		}
@@ -417,7 +418,7 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *o)
 	o->helper = !strncmp(o->progname, "mount.", 6);
 	o->auto_unmount = 1;
 	o->fuseblk = 1;
-	o->max_threads = 4;
+	o->max_threads = 1;
 	o->commit_interval = F4_DEFAULT_COMMIT;
 
 	for (i = 1; i < argc; i++) {

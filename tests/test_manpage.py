@@ -48,11 +48,7 @@ PATTERN_SAMPLES = {"x-*": "x-fuse4fs.test", "comment=*": "comment=fuse4fs-test"}
 
 # Known parser bugs: option -> reason.  The test for these is expected to
 # fail (strictly: once fixed it fails until the entry is removed here).
-KNOWN_BUGS = {
-    "comment=*": "options.c find_opt() compares the name before '=' "
-                 "(\"comment\") with the pattern prefix \"comment=\", so "
-                 "comment=TEXT is rejected as unknown",
-}
+KNOWN_BUGS = {}
 
 
 def run(args, **kw):
