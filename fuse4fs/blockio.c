@@ -44,6 +44,7 @@ struct f4_io {
 	int block_size;
 	struct cache cache;
 	int cache_ready;
+	int discard;			/* errors=panic: write nothing more */
 	unsigned long long bytes_read, bytes_written;
 };
 
@@ -361,6 +362,12 @@ fail:
 	return err;
 }
 
+static int forget_dirty(struct cache *c, struct cache_node *n, void *arg)
+{
+	cache_mark_clean(c, n);
+	return 0;
+}
+
 static errcode_t f4_close_channel(io_channel channel)
 {
 	struct f4_io *io = chan_io(channel);
@@ -369,7 +376,10 @@ static errcode_t f4_close_channel(io_channel channel)
 	if (--channel->refcount > 0)
 		return 0;
 	if (io->cache_ready) {
-		err = flush_cache(io);
+		if (io->discard)
+			cache_walk(&io->cache, forget_dirty, NULL);
+		else
+			err = flush_cache(io);
 		cache_destroy(&io->cache);
 	}
 	if (io->rw && fsync(io->fd) && !err)
@@ -595,6 +605,8 @@ static errcode_t f4_flush_channel(io_channel channel)
 	struct f4_io *io = chan_io(channel);
 	errcode_t err;
 
+	if (io->discard)
+		return EXT2_ET_RO_FILSYS;
 	err = flush_cache(io);
 	if (err)
 		return err;
@@ -821,4 +833,13 @@ errcode_t f4_io_write_data(io_channel io, unsigned long long block, int count,
 		return EXT2_ET_BAD_BLOCK_NUM;
 	}
 	return write_many(data, block, count, buf);
+}
+
+/* errors=panic: from now on nothing reaches the device. */
+void f4_io_stop_writes(io_channel io)
+{
+	if (is_ours(io)) {
+		chan_io(io)->discard = 1;
+		chan_io(io)->rw = 0;
+	}
 }

@@ -240,9 +240,11 @@ policy:
 		break;
 	case F4_ERRORS_PANIC:
 		if (!f->shutdown) {
-			f4_log(LOG_CRIT, "errors=panic: stopping");
+			f4_log(LOG_CRIT, "errors=panic: stopping; nothing more "
+			       "is written to %s", f->opts->device);
 			f->shutdown = 1;
 			f->ro = 1;
+			f4_io_stop_writes(f->fs->io);
 			if (f->panic)
 				f->panic(f);
 		}

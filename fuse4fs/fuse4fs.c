@@ -34,7 +34,7 @@ static struct fuse_session *the_session;
 static void panic_stop(struct f4fs *f)
 {
 	if (the_session)
-		fuse_session_exit(the_session);
+		f4_session_stop(the_session);
 }
 
 static int is_mount_point(const char *path)

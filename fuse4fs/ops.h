@@ -16,5 +16,6 @@ fuse_ino_t f4_nodeid_of(ext2_ino_t ino);
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred);
 
 int f4_session_loop(struct fuse_session *se, struct f4fs *f, int threads);
+void f4_session_stop(struct fuse_session *se);
 
 #endif

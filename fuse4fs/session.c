@@ -159,6 +159,16 @@ static int is_tmpfile(const struct fuse_buf *buf)
 }
 #endif /* !HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE */
 
+static sem_t *loop_done;
+
+/* Stop serving (errors=panic): wake the loop so that it unmounts. */
+void f4_session_stop(struct fuse_session *se)
+{
+	fuse_session_exit(se);
+	if (loop_done)
+		sem_post(loop_done);
+}
+
 struct worker {
 	pthread_t thread;
 	struct fuse_session *se;
@@ -215,6 +225,7 @@ int f4_session_loop(struct fuse_session *se, struct f4fs *f, int threads)
 	if (!w)
 		return -ENOMEM;
 	sem_init(&done, 0, 0);
+	loop_done = &done;
 	for (i = 0; i < threads; i++) {
 		w[i].se = se;
 		w[i].f = f;
@@ -240,6 +251,7 @@ int f4_session_loop(struct fuse_session *se, struct f4fs *f, int threads)
 		if (w[i].error && !ret)
 			ret = w[i].error;
 	}
+	loop_done = NULL;
 	sem_destroy(&done);
 	free(w);
 	return ret;

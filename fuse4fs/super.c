@@ -695,11 +695,15 @@ int f4_fs_close(struct f4fs *f)
 	if (!f->fs)
 		return 0;
 	sb = f->fs->super;
-	if (f->fs->flags & EXT2_FLAG_RW) {
+	if (f->shutdown) {
+		/* errors=panic: the error is on disk; write nothing more */
+		ext2fs_free(f->fs);
+	} else if (f->fs->flags & EXT2_FLAG_RW) {
 		io_stats stats = NULL;
 
 		/* The kernel is gone: nobody can reach orphans any more */
-		ret = f4_orphan_release_all(f);
+		if (!f->forced_ro)
+			ret = f4_orphan_release_all(f);
 		if (f->fs->io->manager->get_stats &&
 		    !f->fs->io->manager->get_stats(f->fs->io, &stats) &&
 		    stats)
