@@ -346,6 +346,16 @@ static errcode_t f4_open_channel(const char *name, int flags,
 		data->blockdev = 1;
 		io->flags |= CHANNEL_FLAGS_BLOCK_DEVICE;
 	}
+	/*
+	 * Two fuse4fs daemons on one image would corrupt it: an image file
+	 * is locked, exclusively for read-write (O_EXCL does it for block
+	 * devices).
+	 */
+	if (!data->blockdev && (flags & IO_FLAG_EXCLUSIVE) &&
+	    flock(data->fd, (data->rw ? LOCK_EX : LOCK_SH) | LOCK_NB)) {
+		err = errno == EWOULDBLOCK ? EBUSY : errno;
+		goto fail_fd;
+	}
 	err = setup_cache(data);
 	if (err)
 		goto fail_fd;
