@@ -46,15 +46,35 @@ uint64_t f4_max_file_size(struct f4fs *f, const struct ext2_inode_large *in)
 			res = upper;
 		res <<= bits;
 	} else {
+		/*
+		 * A block-mapped file is limited by its block tree and by
+		 * i_blocks, which counts the indirect blocks as well: the
+		 * largest dense file whose data and indirect blocks fit.
+		 */
+		uint64_t ind1, ind2;
+
 		ptrs = f->blocksize / 4;
-		res = 12 + ptrs + ptrs * ptrs + ptrs * ptrs * ptrs;
-		meta = 1 + (1 + ptrs) + 1;
 		upper = huge ? (1ULL << 48) - 1 : (1ULL << 32) - 1;
 		upper >>= bits - 9;
-		if (res + meta > upper)
-			res = upper - meta;
-		if (res > 0xffffffffULL)
-			res = 0xffffffffULL;
+		res = 12 + ptrs + ptrs * ptrs + ptrs * ptrs * ptrs;
+		meta = 1 + (1 + ptrs) + (1 + ptrs + ptrs * ptrs);
+		if (res + meta > upper) {
+			res = upper;
+			upper -= 12;
+			meta = 1;		/* the indirect block */
+			upper -= ptrs;
+			if (upper < ptrs * ptrs) {
+				meta += 1 + (upper + ptrs - 1) / ptrs;
+			} else {
+				meta += 1 + ptrs;
+				upper -= ptrs * ptrs;
+				ind1 = (upper + ptrs - 1) / ptrs;
+				ind2 = (upper + ptrs * ptrs - 1) /
+				       (ptrs * ptrs);
+				meta += 1 + ind1 + ind2;
+			}
+			res -= meta;
+		}
 		res <<= bits;
 	}
 	if (res > (uint64_t)LLONG_MAX)
@@ -909,6 +929,10 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return ret;
 	if (!fs->block_map)
 		return -EROFS;
+	/* ext4's checks: a range inside the file system, at least a block */
+	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
+	    minblocks > fs->super->s_clusters_per_group)
+		return -EINVAL;
 	if (first < fs->super->s_first_data_block)
 		first = fs->super->s_first_data_block;
 	last = ext2fs_blocks_count(fs->super) - 1;

@@ -403,6 +403,29 @@ void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
 		inode->i_mode &= ~LINUX_S_ISGID;
 }
 
+/*
+ * Immutable inodes change in no way; append-only ones may only have their
+ * times set to "now" (and lose setuid/setgid), as in the kernel.
+ */
+static int setattr_flags_check(const struct ext2_inode_large *inode,
+			       int to_set)
+{
+	int explicit_times = ((to_set & F4_SET_ATIME) &&
+			      !(to_set & F4_SET_ATIME_NOW)) ||
+			     ((to_set & F4_SET_MTIME) &&
+			      !(to_set & F4_SET_MTIME_NOW)) ||
+			     (to_set & F4_SET_CTIME);
+
+	to_set &= ~F4_SET_KILL_SUIDGID;
+	if ((inode->i_flags & EXT2_IMMUTABLE_FL) && to_set)
+		return -EPERM;
+	if ((inode->i_flags & EXT2_APPEND_FL) &&
+	    ((to_set & (F4_SET_SIZE | F4_SET_MODE | F4_SET_UID |
+			F4_SET_GID)) || explicit_times))
+		return -EPERM;
+	return 0;
+}
+
 /* Does the new mode differ from the old only by cleared setuid/setgid? */
 static int only_drops_setid(const struct stat *attr,
 			    const struct ext2_inode_large *inode)
@@ -523,11 +546,8 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = setattr_perm(f, cred, ino, &inode, attr, to_set, fh);
 	if (ret)
 		return ret;
-	if ((to_set & F4_SET_SIZE) &&
-	    (ret = f4_check_immutable(&inode, F4_OP_TRUNC)))
-		return ret;
-	if ((to_set & ~(F4_SET_SIZE | F4_SET_KILL_SUIDGID)) &&
-	    (ret = f4_check_immutable(&inode, F4_OP_ATTR)))
+	ret = setattr_flags_check(&inode, to_set);
+	if (ret)
 		return ret;
 
 	if (to_set & F4_SET_SIZE) {

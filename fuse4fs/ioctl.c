@@ -32,6 +32,23 @@ int f4_check_immutable(const struct ext2_inode_large *inode, int op)
 	return 0;
 }
 
+/* What the kernel's ext4 lets chattr see and change. */
+#define F4_DAX_FL	0x02000000
+#define F4_FL_MODIFIABLE (EXT2_SECRM_FL | EXT2_UNRM_FL | EXT2_COMPR_FL | \
+			  EXT2_SYNC_FL | EXT2_IMMUTABLE_FL | EXT2_APPEND_FL | \
+			  EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
+			  EXT3_JOURNAL_DATA_FL | EXT2_NOTAIL_FL | \
+			  EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | EXT4_EXTENTS_FL | \
+			  0x00400000 | F4_DAX_FL | EXT4_PROJINHERIT_FL | \
+			  EXT4_CASEFOLD_FL)
+#define F4_FL_VISIBLE	(F4_FL_MODIFIABLE | EXT2_DIRTY_FL | EXT2_COMPRBLK_FL | \
+			 EXT2_NOCOMPR_FL | EXT4_ENCRYPT_FL | EXT2_INDEX_FL | \
+			 EXT4_VERITY_FL | EXT4_INLINE_DATA_FL)
+/* Flags that mean nothing outside directories (and more for others) */
+#define F4_DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | \
+			 EXT4_CASEFOLD_FL | EXT4_PROJINHERIT_FL)
+#define F4_OTHER_FL	(EXT2_NODUMP_FL | EXT2_NOATIME_FL)
+
 static int may_change_flags(struct f4fs *f, struct f4_cred *cred,
 			    const struct ext2_inode_large *inode,
 			    uint32_t newflags)
@@ -43,18 +60,29 @@ static int may_change_flags(struct f4fs *f, struct f4_cred *cred,
 	if ((changed & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL)) &&
 	    !f4_capable(f, cred))
 		return -EPERM;
-	/* While immutable or append-only only root may change anything */
-	if ((inode->i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL)) &&
-	    !f4_capable(f, cred))
+	/* A file that stays immutable can't change in any other way */
+	if ((inode->i_flags & newflags & EXT2_IMMUTABLE_FL) &&
+	    (changed & ~EXT2_IMMUTABLE_FL))
 		return -EPERM;
 	return 0;
+}
+
+/* Flags this kind of inode can't have, as ext4_mask_flags() says. */
+static uint32_t misplaced_flags(const struct ext2_inode_large *inode,
+				uint32_t flags)
+{
+	if (LINUX_S_ISDIR(inode->i_mode))
+		return 0;
+	if (LINUX_S_ISREG(inode->i_mode))
+		return flags & F4_DIR_ONLY_FL;
+	return flags & ~F4_OTHER_FL;
 }
 
 static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		     uint32_t flags)
 {
 	struct ext2_inode_large inode;
-	uint32_t newflags;
+	uint32_t newflags, changed;
 	int ret;
 
 	ret = f4_check_writable(f);
@@ -63,18 +91,30 @@ static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
-	/* Extents can't be turned off, inline data can't be toggled */
-	if ((inode.i_flags & EXT4_EXTENTS_FL) && !(flags & EXT4_EXTENTS_FL))
+	if (flags & ~F4_FL_VISIBLE)
 		return -EOPNOTSUPP;
-	if ((flags & EXT4_EXTENTS_FL) && !(inode.i_flags & EXT4_EXTENTS_FL))
+	newflags = (inode.i_flags & ~F4_FL_MODIFIABLE) |
+		   (flags & F4_FL_MODIFIABLE);
+	changed = newflags ^ inode.i_flags;
+	if (misplaced_flags(&inode, flags & F4_FL_MODIFIABLE & changed))
 		return -EOPNOTSUPP;
-	newflags = (inode.i_flags & ~EXT2_FL_USER_MODIFIABLE) |
-		   (flags & EXT2_FL_USER_MODIFIABLE);
-	newflags = (newflags & ~EXT4_EXTENTS_FL) |
-		   (inode.i_flags & EXT4_EXTENTS_FL);
+	/* Extents can't be turned on or off here */
+	if (changed & EXT4_EXTENTS_FL)
+		return -EOPNOTSUPP;
+	if ((changed & EXT4_CASEFOLD_FL) &&
+	    !ext2fs_has_feature_casefold(f->fs->super))
+		return -EOPNOTSUPP;
+	/* DAX can't apply to file data kept in the inode */
+	if ((changed & newflags & F4_DAX_FL) && LINUX_S_ISREG(inode.i_mode) &&
+	    (inode.i_flags & (EXT4_INLINE_DATA_FL | EXT4_ENCRYPT_FL |
+			      EXT4_VERITY_FL)))
+		return -EOPNOTSUPP;
 	ret = may_change_flags(f, cred, &inode, newflags);
 	if (ret)
 		return ret;
+	/* Data journalling needs a journal fuse4fs doesn't write */
+	if (changed & EXT3_JOURNAL_DATA_FL)
+		return -EPERM;
 	inode.i_flags = newflags;
 	f4_touch(f, &inode, F4_TOUCH_C);
 	return f4_write_inode(f, ino, &inode);
@@ -114,7 +154,7 @@ static int set_fsxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			offsetof(struct ext2_inode_large, i_projid) + 4) ?
 			inode.i_projid : 0))
 		return -EOPNOTSUPP;	/* no project quota support */
-	flags = inode.i_flags;
+	flags = inode.i_flags & F4_FL_VISIBLE;
 	for (i = 0; i < NXFLAGS; i++) {
 		flags &= ~xflag_map[i].ext4;
 		if (fa->fsx_xflags & xflag_map[i].xflag)
@@ -129,6 +169,9 @@ static int set_version(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	struct ext2_inode_large inode;
 	int ret;
 
+	/* With metadata_csum the generation seeds the inode's checksums */
+	if (ext2fs_has_feature_metadata_csum(f->fs->super))
+		return -ENOTTY;
 	ret = f4_check_writable(f);
 	if (ret)
 		return ret;
@@ -188,8 +231,7 @@ int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = f4_read_inode(f, ino, &inode);
 		if (ret)
 			return ret;
-		return put_u32(out, out_size,
-			       inode.i_flags & EXT2_FL_USER_VISIBLE);
+		return put_u32(out, out_size, inode.i_flags & F4_FL_VISIBLE);
 	case FS_IOC_SETFLAGS:
 	case FS_IOC32_SETFLAGS:
 		*out_size = 0;

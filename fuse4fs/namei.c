@@ -905,12 +905,16 @@ struct rename_side {
 	struct ext2_inode_large inode;
 };
 
+/*
+ * The source always loses its name, the target only if it exists: an
+ * append-only directory refuses just the losing side.
+ */
 static int rename_lookup(struct f4fs *f, struct f4_cred *cred,
-			 struct rename_side *s)
+			 struct rename_side *s, int source)
 {
 	int ret;
 
-	ret = prep_dir(f, cred, s->dir, &s->dinode, 1);
+	ret = prep_dir(f, cred, s->dir, &s->dinode, source);
 	if (ret)
 		return ret;
 	ret = f4_dir_lookup(f, s->dir, s->name, s->len, &s->ino, NULL);
@@ -920,6 +924,8 @@ static int rename_lookup(struct f4fs *f, struct f4_cred *cred,
 	}
 	if (ret)
 		return ret;
+	if (!source && (s->dinode.i_flags & EXT2_APPEND_FL))
+		return -EPERM;
 	ret = f4_read_inode(f, s->ino, &s->inode);
 	if (ret)
 		return ret;
@@ -1132,12 +1138,12 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_writable(f);
 	if (ret)
 		return ret;
-	ret = rename_lookup(f, cred, &src);
+	ret = rename_lookup(f, cred, &src, 1);
 	if (ret)
 		return ret;
 	if (!src.ino)
 		return -ENOENT;
-	ret = rename_lookup(f, cred, &dst);
+	ret = rename_lookup(f, cred, &dst, (flags & F4_RENAME_EXCHANGE) != 0);
 	if (ret)
 		return ret;
 	if (src.ino == dst.ino)

@@ -96,6 +96,48 @@ static int get_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	return 0;
 }
 
+/*
+ * libext2fs leaves an external xattr block in place when its last entry
+ * goes; the kernel gives it back.  So do we.
+ */
+static int drop_empty_block(struct f4fs *f, ext2_ino_t ino)
+{
+	struct ext2_inode_large inode;
+	struct ext2_ext_attr_header *hdr;
+	blk64_t blk;
+	__u32 count;
+	char *buf;
+	errcode_t err;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	hdr = (struct ext2_ext_attr_header *)buf;
+	/* An empty block: the entry list ends right after the header */
+	if (err || *(__u32 *)(buf + sizeof(*hdr)) != 0) {
+		free(buf);
+		return err ? f4_fs_error(f, ino, err, "reading xattr block") :
+			     0;
+	}
+	err = ext2fs_adjust_ea_refcount3(f->fs, blk, buf, -1, &count, ino);
+	free(buf);
+	if (err)
+		return f4_fs_error(f, ino, err, "releasing xattr block");
+	if (!count)
+		ext2fs_block_alloc_stats2(f->fs, blk, -1);
+	ext2fs_file_acl_block_set(f->fs, (struct ext2_inode *)&inode, 0);
+	ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)&inode, 1);
+	return f4_write_inode(f, ino, &inode);
+}
+
 /* Set (value != NULL) or remove one attribute. */
 static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 		     const void *value, size_t size, int flags)
@@ -141,6 +183,8 @@ static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	f4_fs_dirty(f);
 out:
 	ext2fs_xattrs_close(&h);
+	if (!ret)
+		ret = drop_empty_block(f, ino);
 	return ret;
 }
 
@@ -509,11 +553,15 @@ static int xattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 static int check_xattr_name(const char *name)
 {
 	size_t len = strlen(name);
+	const char *dot = strchr(name, '.');
 
 	if (!len || len > XATTR_NAME_MAX)
 		return -ERANGE;
-	if (!strcmp(name, "system.data"))
-		return -EOPNOTSUPP;	/* inline data lives here */
+	/* A namespace with nothing after it names nothing */
+	if (dot && !dot[1] && name_space(name) != NS_BAD)
+		return -EINVAL;
+	if (name_space(name) == NS_BAD)
+		return -EOPNOTSUPP;	/* system.data (inline data) and co */
 	return 0;
 }
 
@@ -590,7 +638,7 @@ ssize_t f4_getxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 
 	ret = check_xattr_name(name);
 	if (ret)
-		return ret == -EOPNOTSUPP ? -ENODATA : ret;
+		return ret;
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
