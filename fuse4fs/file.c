@@ -595,6 +595,17 @@ written:
 			ext2fs_inode_size_set(f->fs, (struct ext2_inode *)&inode,
 					      off + done);
 		kill_suid_on_write(f, cred, &inode);
+		if (!fh->inode->no_caps) {
+			/* the xattr code writes the inode: keep ours current */
+			int wret = f4_write_inode(f, ino, &inode);
+
+			if (!wret)
+				wret = f4_kill_caps(f, ino);
+			if (!wret)
+				wret = f4_read_inode(f, ino, &inode);
+			if (wret && !ret)
+				ret = wret;
+		}
 		f4_touch(f, &inode, F4_TOUCH_MC);
 		fh->inode->data_version++;
 	}

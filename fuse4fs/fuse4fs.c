@@ -139,7 +139,7 @@ int main(int argc, char **argv)
 	}
 	the_session = se;
 	ret = fuse_set_signal_handlers(se);
-	if (!ret)
+	if (!ret && f4_mount_direct(&f, &m, se))
 		ret = fuse_session_mount(se, opts.mountpoint);
 	f4_mount_done(&m);
 	if (ret) {
@@ -162,7 +162,7 @@ int main(int argc, char **argv)
 	if (serve(&f, se))
 		status = EXIT_UNMOUNT;
 unmount:
-	fuse_session_unmount(se);
+	f4_mount_finish(&f, &m, se);
 	f4_stop_watchdog(watchdog);
 destroy:
 	fuse_remove_signal_handlers(se);

@@ -128,6 +128,7 @@ struct f4_inode {
 	uint32_t orphan_slot;		/* orphan_file: block << 16 | index */
 	uint64_t data_version;		/* bumped on every data change */
 	struct list_head open_dirs;	/* struct f4_dir snapshots of it */
+	int no_caps;			/* known to have no security.capability */
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
@@ -443,6 +444,7 @@ int f4_inherit_acl(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino,
 int f4_acl_chmod(struct f4fs *f, ext2_ino_t ino, mode_t mode);
 int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		      const struct ext2_inode_large *inode, int mask);
+int f4_kill_caps(struct f4fs *f, ext2_ino_t ino);
 int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 		   struct ext2_inode_large *inode);
 

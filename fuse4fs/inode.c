@@ -535,7 +535,7 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	       struct stat *out)
 {
 	struct ext2_inode_large inode;
-	int ret;
+	int chown_nop, ret;
 
 	ret = f4_check_writable(f);
 	if (ret)
@@ -564,7 +564,15 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			f4_kill_suid(f, cred, &inode);
 		f4_touch(f, &inode, F4_TOUCH_MC);
 	}
-	if (to_set & F4_SET_KILL_SUIDGID)
+	/*
+	 * A setattr that sets nothing (libfuse 3.14 drops the ctime and
+	 * kill-suid bits) is what chown(f, -1, -1) sends: it still drops
+	 * setuid/setgid, which with HANDLE_KILLPRIV_V2 the kernel leaves to
+	 * us.
+	 */
+	chown_nop = !(to_set & ~(F4_SET_CTIME | F4_SET_KILL_SUIDGID)) &&
+		    !LINUX_S_ISDIR(inode.i_mode);
+	if ((to_set & F4_SET_KILL_SUIDGID) || chown_nop)
 		f4_kill_suid(f, cred, &inode);
 	if (to_set & F4_SET_MODE) {
 		mode_t mode = attr->st_mode & 07777;
@@ -581,6 +589,15 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = f4_write_inode(f, ino, &inode);
 	if (ret)
 		return ret;
+	/* Truncating or chowning drops file capabilities too (killpriv) */
+	if (((to_set & (F4_SET_SIZE | F4_SET_UID | F4_SET_GID)) ||
+	     chown_nop) && !LINUX_S_ISDIR(inode.i_mode)) {
+		ret = f4_kill_caps(f, ino);
+		if (!ret)
+			ret = f4_read_inode(f, ino, &inode);
+		if (ret)
+			return ret;
+	}
 	if ((to_set & F4_SET_MODE) && f->opts->acl) {
 		ret = f4_acl_chmod(f, ino, inode.i_mode);
 		if (ret)

@@ -33,6 +33,10 @@
 #include "ops.h"
 #include "mount.h"
 
+#include <linux/fuse.h>
+#include <poll.h>
+#include <sys/uio.h>
+
 /* Attach image to a free loop device; returns its open fd, or -errno. */
 static int attach_loop(const char *image, int ro, char *dev, size_t len)
 {
@@ -250,4 +254,128 @@ void f4_stop_watchdog(int fd)
 	if (write(fd, "q", 1) != 1)
 		f4_log(LOG_DEBUG, "watchdog: %s", strerror(errno));
 	close(fd);
+}
+
+/*
+ * Root mounts are made here, with mount(2), and libfuse is handed the
+ * /dev/fuse descriptor through its custom-I/O hook.  That hook lets
+ * fuse4fs ask the kernel for HANDLE_KILLPRIV_V2, which libfuse 3.14
+ * doesn't negotiate: fuse4fs itself drops setuid/setgid and file
+ * capabilities on write, truncate and chown (file.c, inode.c), so the
+ * kernel can stop asking for security.capability before every write and
+ * re-reading attributes before every chown.  The flag only changes which
+ * request carries the "kill" (a flag bit libfuse passes through or
+ * ignores), never the meaning of a request libfuse decodes.
+ */
+static uint64_t init_unique;
+static uint32_t kernel_flags;
+
+static ssize_t direct_read(int fd, void *buf, size_t len, void *userdata)
+{
+	ssize_t n = read(fd, buf, len);
+	const struct fuse_in_header *in = buf;
+
+	if (n >= (ssize_t)(sizeof(*in) + 16) && in->opcode == FUSE_INIT) {
+		const struct fuse_init_in *arg = (const void *)(in + 1);
+
+		kernel_flags = arg->flags;
+		init_unique = in->unique;
+	}
+	return n;		/* libfuse looks at errno itself */
+}
+
+static ssize_t direct_writev(int fd, struct iovec *iov, int count,
+			     void *userdata)
+{
+	ssize_t n;
+
+	if (init_unique && count >= 2 &&
+	    iov[0].iov_len >= sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= 16) {
+		struct fuse_out_header *out = iov[0].iov_base;
+		struct fuse_init_out *arg = iov[1].iov_base;
+
+		if (out->unique == init_unique && !out->error) {
+			if (kernel_flags & FUSE_HANDLE_KILLPRIV_V2)
+				arg->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			init_unique = 0;
+		}
+	}
+	n = writev(fd, iov, count);
+	return n;
+}
+
+static const struct fuse_custom_io direct_io = {
+	.writev = direct_writev,
+	.read = direct_read,
+};
+
+/* Mount with mount(2) for root; 0, or -errno to fall back to libfuse. */
+int f4_mount_direct(struct f4fs *f, struct f4_mount *m,
+		    struct fuse_session *se)
+{
+	const struct f4_opts *o = f->opts;
+	char opts[256], type[128];
+	const char *source;
+	unsigned long flags = 0;
+	struct stat st;
+	int fd, ret;
+
+	if (geteuid() != 0 || stat(o->mountpoint, &st))
+		return -EPERM;
+	fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(opts, sizeof(opts), "fd=%d,rootmode=%o,user_id=%u,"
+		 "group_id=%u%s%s", fd, st.st_mode & S_IFMT, getuid(),
+		 getgid(), o->allow_other ? ",allow_other" : "",
+		 o->default_permissions ? ",default_permissions" : "");
+	if (m->blkdev) {
+		size_t used = strlen(opts);
+
+		snprintf(opts + used, sizeof(opts) - used, ",blksize=%u",
+			 f->blocksize > 4096 ? 4096 : f->blocksize);
+	}
+	snprintf(type, sizeof(type), "%s.%s", m->blkdev ? "fuseblk" : "fuse",
+		 o->subtype ? o->subtype : "fuse4fs");
+	source = m->blkdev ? m->source : (o->fsname ? o->fsname : o->device);
+	if (!o->suid)
+		flags |= MS_NOSUID;
+	if (!o->dev)
+		flags |= MS_NODEV;
+	if (o->noexec)
+		flags |= MS_NOEXEC;
+	if (o->dirsync)
+		flags |= MS_DIRSYNC;
+	if (f->ro)
+		flags |= MS_RDONLY;
+	if (mount(source, o->mountpoint, type, flags, opts)) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	ret = fuse_session_custom_io(se, &direct_io, fd);
+	if (ret) {
+		umount2(o->mountpoint, MNT_DETACH);
+		close(fd);
+		return ret;
+	}
+	m->direct = 1;
+	return 0;
+}
+
+/* Take the mount down if it is still there (a signal, errors=panic). */
+void f4_mount_finish(struct f4fs *f, struct f4_mount *m,
+		     struct fuse_session *se)
+{
+	struct pollfd pfd = { .fd = fuse_session_fd(se), .events = 0 };
+
+	if (!m->direct) {
+		fuse_session_unmount(se);
+		return;
+	}
+	/* An unmounted connection reports an error: then nothing to do */
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR))
+		return;
+	umount2(f->opts->mountpoint, MNT_DETACH);
 }

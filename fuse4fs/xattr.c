@@ -20,6 +20,7 @@
 #define MAY_WRITE	2
 #define MAY_READ	4
 
+#define CAPS_XATTR	"security.capability"
 #define ACL_ACCESS	"system.posix_acl_access"
 #define ACL_DEFAULT	"system.posix_acl_default"
 #define XATTR_MAX_VALUE	65536
@@ -510,6 +511,47 @@ out:
 	return ret;
 }
 
+/*
+ * Writing to, truncating or chowning a file drops its file capabilities,
+ * as the kernel's "killpriv" does (fuse4fs takes that job on, see
+ * mount.c).  Whether an inode has none is remembered, so that only the
+ * first write after a lookup pays for looking.
+ */
+int f4_kill_caps(struct f4fs *f, ext2_ino_t ino)
+{
+	struct f4_inode *rec = f4_iget_incore(f, ino);
+	void *val = NULL;
+	size_t len;
+	int ret = 0;
+
+	if (rec && rec->no_caps)
+		goto out;
+	ret = get_value(f, ino, CAPS_XATTR, &val, &len);
+	if (!ret) {
+		ext2fs_free_mem(&val);
+		ret = put_value(f, ino, CAPS_XATTR, NULL, 0, 0);
+	}
+	if (ret == -ENODATA)
+		ret = 0;
+	if (!ret && rec)
+		rec->no_caps = 1;
+out:
+	f4_iput(f, rec);
+	return ret;
+}
+
+static void caps_changed(struct f4fs *f, ext2_ino_t ino, const char *name)
+{
+	struct f4_inode *rec;
+
+	if (strcmp(name, CAPS_XATTR))
+		return;
+	rec = f4_iget_incore(f, ino);
+	if (rec)
+		rec->no_caps = 0;
+	f4_iput(f, rec);
+}
+
 /* ---- the interface ------------------------------------------------------ */
 
 static int xattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -623,6 +665,7 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	}
 	if (stored)
 		ret = put_value(f, ino, name, value ? value : "", size, flags);
+	caps_changed(f, ino, name);
 	if (!ret)
 		ret = touch_ctime(f, ino);
 	return ret;
@@ -724,6 +767,7 @@ int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
 		return -EPERM;
 	ret = put_value(f, ino, name, NULL, 0, 0);
+	caps_changed(f, ino, name);
 	if (!ret)
 		ret = touch_ctime(f, ino);
 	return ret;
