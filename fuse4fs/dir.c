@@ -66,6 +66,14 @@ static int read_dir_inode(struct f4fs *f, ext2_ino_t dir,
 	return 0;
 }
 
+/* An entry changed (ino 0: went away): tell whoever keeps copies. */
+static void dir_changed(struct f4fs *f, ext2_ino_t dir, const char *name,
+			size_t len, ext2_ino_t ino, int ftype)
+{
+	f4_dcache_update(f, dir, name, len, ino, ftype);
+	f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+}
+
 /* ---- one directory block ---------------------------------------------- */
 
 /*
@@ -154,27 +162,77 @@ static int search_block(struct f4fs *f, ext2_ino_t dir, const char *buf,
 	return 0;
 }
 
-static int read_block(struct f4fs *f, ext2_ino_t dir, blk64_t pblk,
-		      char *buf)
+/*
+ * An htree root or index block, which has no dirent checksum tail (its
+ * checksum is of another kind, checked by libext2fs where htree.c reads
+ * it).
+ */
+static int is_dx_block(struct f4fs *f, const char *buf)
+{
+	const struct ext2_dir_entry *de = (const void *)buf;
+	unsigned int rec_len;
+
+	if (ext2fs_get_rec_len(f->fs, (struct ext2_dir_entry *)de, &rec_len))
+		return 0;
+	if (!de->inode && rec_len == f->blocksize)
+		return 1;
+	return rec_len == 12 && ext2fs_dirent_name_len(de) == 1 &&
+	       de->name[0] == '.';
+}
+
+/*
+ * Directory blocks are read from (and written to) the block cache
+ * directly, with fuse4fs's own checksum code (csum.c): libext2fs's
+ * byte-at-a-time crc32c was most of the cost of a create.
+ */
+static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
+		      blk64_t pblk, char *buf)
 {
 	errcode_t err;
+	int ok;
 
 	if (pblk < f->fs->super->s_first_data_block ||
 	    pblk >= ext2fs_blocks_count(f->fs->super))
 		return f4_corrupt(f, dir, "directory block %llu out of range",
 				  (unsigned long long)pblk);
-	err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
+	err = io_channel_read_blk64(f->fs->io, pblk, 1, buf);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory block");
+	ok = f4_dirblock_verify(f, dir, gen, buf);
+	if (ok < 0 && is_dx_block(f, buf)) {
+		/* an index block: libext2fs knows its checksum */
+		err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
+		if (err)
+			return f4_fs_error(f, dir, err,
+					   "reading htree block");
+		return 0;
+	}
+	if (ok <= 0)
+		return f4_fs_error(f, dir, ok ? EXT2_ET_DIR_NO_SPACE_FOR_CSUM :
+				   EXT2_ET_DIR_CSUM_INVALID,
+				   "reading directory block");
 	return 0;
 }
 
-static int write_block(struct f4fs *f, ext2_ino_t dir, blk64_t pblk,
-		       char *buf)
+static int write_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
+		       blk64_t pblk, char *buf)
 {
 	errcode_t err;
+	int ret;
 
-	err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
+	if (ext2fs_has_feature_metadata_csum(f->fs->super) &&
+	    is_dx_block(f, buf)) {
+		err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
+		if (err)
+			return f4_fs_error(f, dir, err, "writing htree block");
+		f4_fs_dirty(f);
+		return 0;
+	}
+	ret = f4_dirblock_csum_set(f, dir, gen, buf);
+	if (ret)
+		return f4_corrupt(f, dir, "directory block %llu has no room "
+				  "for its checksum", (unsigned long long)pblk);
+	err = io_channel_write_blk64(f->fs->io, pblk, 1, buf);
 	if (err)
 		return f4_fs_error(f, dir, err, "writing directory block");
 	f4_fs_dirty(f);
@@ -186,6 +244,7 @@ static int write_block(struct f4fs *f, ext2_ino_t dir, blk64_t pblk,
 struct walk {
 	struct f4fs *f;
 	ext2_ino_t dir;
+	uint32_t gen;
 	char *buf;
 	const char *name;
 	size_t len;
@@ -200,7 +259,7 @@ static int walk_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
 
 	if (blockcnt < 0)
 		return 0;
-	w->ret = read_block(w->f, w->dir, *blocknr, w->buf);
+	w->ret = read_block(w->f, w->dir, w->gen, *blocknr, w->buf);
 	if (w->ret)
 		return BLOCK_ABORT;
 	w->fd->pblk = *blocknr;
@@ -208,10 +267,11 @@ static int walk_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
 	return w->ret ? BLOCK_ABORT : 0;
 }
 
-static int linear_find(struct f4fs *f, ext2_ino_t dir, const char *name,
-		       size_t len, char *buf, struct found *fd)
+static int linear_find(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
+		       const char *name, size_t len, char *buf,
+		       struct found *fd)
 {
-	struct walk w = { f, dir, buf, name, len, fd, 0 };
+	struct walk w = { f, dir, gen, buf, name, len, fd, 0 };
 	errcode_t err;
 
 	err = ext2fs_block_iterate3(f->fs, dir, BLOCK_FLAG_READ_ONLY |
@@ -235,7 +295,7 @@ static int htree_find(struct f4fs *f, ext2_ino_t dir,
 		return ret;
 	for (i = 0; i < n; i++) {
 		fd->pblk = leaves[i];
-		ret = read_block(f, dir, leaves[i], buf);
+		ret = read_block(f, dir, inode->i_generation, leaves[i], buf);
 		if (ret)
 			return ret;
 		ret = search_block(f, dir, buf, name, len, fd);
@@ -267,7 +327,7 @@ static int find_entry(struct f4fs *f, ext2_ino_t dir,
 		if (ret != -EFSCORRUPTED && ret != -EAGAIN)
 			return ret;
 	}
-	return linear_find(f, dir, name, len, buf, fd);
+	return linear_find(f, dir, inode->i_generation, name, len, buf, fd);
 }
 
 /*
@@ -360,6 +420,9 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
+	ret = f4_dcache_lookup(f, dir, name, len, &fd.ino, &fd.ftype);
+	if (ret != -EAGAIN)
+		goto found;
 	if (is_inline(&inode)) {
 		struct inline_find fi = { name, len, 0, 0, 0, 0, 0 };
 
@@ -373,6 +436,7 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		ret = find_entry(f, dir, &inode, name, len, buf, &fd);
 		free(buf);
 	}
+found:
 	if (ret < 0)
 		return ret;
 	if (!ret)
@@ -416,7 +480,7 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 		if (err)
 			return f4_fs_error(f, dir, err, "removing entry");
 		f4_fs_dirty(f);
-		f4_dir_snapshots_update(f, dir, name, len, 0, 0);
+		dir_changed(f, dir, name, len, 0, 0);
 		return 0;
 	}
 	buf = malloc(f->blocksize);
@@ -440,9 +504,9 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	} else {
 		de->inode = 0;
 	}
-	ret = write_block(f, dir, fd.pblk, buf);
+	ret = write_block(f, dir, inode.i_generation, fd.pblk, buf);
 	if (!ret)
-		f4_dir_snapshots_update(f, dir, name, len, 0, 0);
+		dir_changed(f, dir, name, len, 0, 0);
 out:
 	free(buf);
 	return ret;
@@ -467,7 +531,7 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 		ret = inline_find(f, dir, &fi);
 		if (ret > 0) {
 			f4_fs_dirty(f);
-			f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+			dir_changed(f, dir, name, len, ino, ftype);
 		}
 		return ret < 0 ? ret : ret ? 0 : -ENOENT;
 	}
@@ -483,12 +547,103 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	de->inode = ino;
 	if (ext2fs_has_feature_filetype(f->fs->super))
 		ext2fs_dirent_set_file_type(de, ftype);
-	ret = write_block(f, dir, fd.pblk, buf);
+	ret = write_block(f, dir, inode.i_generation, fd.pblk, buf);
 	if (!ret)
-		f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+		dir_changed(f, dir, name, len, ino, ftype);
 out:
 	free(buf);
 	return ret;
+}
+
+/* Put an entry in this block if it has room: 1 done, 0 no room. */
+static int insert_in_block(struct f4fs *f, ext2_ino_t dir, char *buf,
+			   const char *name, size_t len, ext2_ino_t ino,
+			   int ftype)
+{
+	unsigned int end, off = 0, need = EXT2_DIR_REC_LEN(len), used;
+	struct ext2_dir_entry *de, *nde;
+	int rec_len;
+
+	if (is_dx_block(f, buf))
+		return 0;
+	end = block_end(f, buf);
+	while ((rec_len = dirent_at(f, buf, off, end, &de)) > 0) {
+		used = de->inode ?
+		       EXT2_DIR_REC_LEN(ext2fs_dirent_name_len(de)) : 0;
+		if ((unsigned int)rec_len >= used + need) {
+			nde = de;
+			if (used) {
+				/* split the slack off the end of this one */
+				ext2fs_set_rec_len(f->fs, used, de);
+				nde = (struct ext2_dir_entry *)(buf + off + used);
+				ext2fs_set_rec_len(f->fs, rec_len - used, nde);
+			}
+			nde->inode = ino;
+			ext2fs_dirent_set_name_len(nde, len);
+			ext2fs_dirent_set_file_type(nde, ftype);
+			memcpy(nde->name, name, len);
+			return 1;
+		}
+		off += rec_len;
+	}
+	if (rec_len < 0)
+		return f4_corrupt(f, dir, "damaged directory entry at offset "
+				  "%u", off);
+	return 0;
+}
+
+struct add_walk {
+	struct f4fs *f;
+	ext2_ino_t dir;
+	uint32_t gen;
+	char *buf;
+	const char *name;
+	size_t len;
+	ext2_ino_t ino;
+	int ftype;
+	int ret;
+};
+
+static int add_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+		    blk64_t ref_blk, int ref_offset, void *priv)
+{
+	struct add_walk *w = priv;
+
+	if (blockcnt < 0)
+		return 0;
+	w->ret = read_block(w->f, w->dir, w->gen, *blocknr, w->buf);
+	if (!w->ret)
+		w->ret = insert_in_block(w->f, w->dir, w->buf, w->name, w->len,
+					 w->ino, w->ftype);
+	if (w->ret > 0)
+		w->ret = write_block(w->f, w->dir, w->gen, *blocknr, w->buf) ?:
+			 1;
+	return w->ret ? BLOCK_ABORT : 0;
+}
+
+/*
+ * Add to a linear directory's first block with room, the way ext2fs_link()
+ * would but with fuse4fs's own block I/O.  1 done, 0 no room anywhere.
+ */
+static int linear_add(struct f4fs *f, ext2_ino_t dir,
+		      const struct ext2_inode_large *inode, const char *name,
+		      size_t len, ext2_ino_t ino, int ftype)
+{
+	struct add_walk w = { f, dir, inode->i_generation, NULL, name, len,
+			      ino, ftype, 0 };
+	errcode_t err;
+
+	w.buf = malloc(f->blocksize);
+	if (!w.buf)
+		return -ENOMEM;
+	err = ext2fs_block_iterate3(f->fs, dir, BLOCK_FLAG_READ_ONLY |
+				    BLOCK_FLAG_DATA_ONLY, NULL, add_proc, &w);
+	free(w.buf);
+	if (w.ret)
+		return w.ret;
+	if (err)
+		return f4_fs_error(f, dir, err, "mapping directory blocks");
+	return 0;
 }
 
 int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
@@ -501,6 +656,16 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 
 	if (!ext2fs_has_feature_filetype(f->fs->super))
 		ftype = 0;
+	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	if (!is_inline(&inode) && !is_htree(f, &inode)) {
+		ret = linear_add(f, dir, &inode, name, len, ino, ftype);
+		if (ret < 0)
+			return ret;
+		if (ret > 0)
+			goto added;
+	}
 	memcpy(nbuf, name, len);
 	nbuf[len] = 0;
 	for (tries = 0; tries < 4; tries++) {
@@ -526,7 +691,9 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	}
 	if (err)
 		return f4_fs_error(f, dir, err, "adding directory entry");
+added:
 	f4_fs_dirty(f);
+	f4_dcache_update(f, dir, name, len, ino, ftype);
 	return 0;
 }
 
@@ -619,7 +786,7 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 	buf = malloc(f->blocksize);
 	if (!buf)
 		return -ENOMEM;
-	ret = read_block(f, dir, pblk, buf);
+	ret = read_block(f, dir, inode.i_generation, pblk, buf);
 	if (ret)
 		goto out;
 	rec_len = dirent_at(f, buf, 0, f->blocksize, &dot);
@@ -631,7 +798,7 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 	    memcmp(dotdot->name, "..", 2))
 		goto bad;
 	dotdot->inode = parent;
-	ret = write_block(f, dir, pblk, buf);
+	ret = write_block(f, dir, inode.i_generation, pblk, buf);
 out:
 	free(buf);
 	return ret;

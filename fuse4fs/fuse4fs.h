@@ -92,6 +92,7 @@ struct f4_opts {
 
 #define F4_DEFAULT_CACHE_SIZE	(64ULL << 20)
 #define F4_DEFAULT_COMMIT	5
+#define F4_DCACHE_LIMIT		(32ULL << 20)
 
 int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
 void f4_free_options(struct f4_opts *opts);
@@ -129,6 +130,7 @@ struct f4_inode {
 	uint64_t data_version;		/* bumped on every data change */
 	struct list_head open_dirs;	/* struct f4_dir snapshots of it */
 	int no_caps;			/* known to have no security.capability */
+	struct f4_dindex *dindex;	/* directories: name table (dcache.c) */
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
@@ -161,6 +163,7 @@ struct f4_dir {
 };
 
 struct f4_orphan_file;
+struct f4_dindex;
 
 struct f4_error_note {
 	ext2_ino_t ino;
@@ -185,6 +188,8 @@ struct f4fs {
 	uint64_t overhead;		/* metadata blocks, for bsddf */
 	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
 	struct f4_orphan_file *ofile;	/* orphan.c */
+	struct list_head dcache_lru;	/* directory name tables (dcache.c) */
+	size_t dcache_bytes, dcache_limit;
 	pthread_t flusher;
 	int flusher_running;
 	pthread_cond_t flusher_cond;
@@ -334,6 +339,20 @@ int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
 		   int (*fn)(ext2_ino_t ino, int ftype, const char *name,
 			     size_t len, void *arg),
 		   void *arg);
+
+/* csum.c */
+uint32_t f4_crc32c(uint32_t crc, const void *buf, size_t len);
+int f4_dirblock_verify(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
+		       const char *buf);
+int f4_dirblock_csum_set(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
+			 char *buf);
+
+/* dcache.c: per-directory name tables */
+int f4_dcache_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
+		     size_t len, ext2_ino_t *ino, int *ftype);
+void f4_dcache_update(struct f4fs *f, ext2_ino_t dir, const char *name,
+		      size_t len, ext2_ino_t ino, int ftype);
+void f4_dcache_drop(struct f4fs *f, struct f4_inode *rec);
 
 /* htree.c: hashed directories */
 int f4_htree_lookup_leaf(struct f4fs *f, ext2_ino_t dir,

@@ -36,7 +36,10 @@ static struct cache_node *irec_alloc(struct cache *c, uint64_t key, void *arg)
 
 static void irec_release(struct cache *c, struct cache_node *n)
 {
-	free(container_of(n, struct f4_inode, cnode));
+	struct f4_inode *in = container_of(n, struct f4_inode, cnode);
+
+	f4_dcache_drop(cache_priv(c), in);
+	free(in);
 }
 
 static const struct cache_ops irec_ops = {

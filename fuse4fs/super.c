@@ -581,6 +581,8 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->flusher_cond, NULL);
 	list_init(&f->orphans);
+	list_init(&f->dcache_lru);
+	f->dcache_limit = F4_DCACHE_LIMIT;
 
 	ret = check_device(opts);
 	if (ret)
