@@ -167,7 +167,7 @@ static int search_block(struct f4fs *f, ext2_ino_t dir, const char *buf,
  * checksum is of another kind, checked by libext2fs where htree.c reads
  * it).
  */
-static int is_dx_block(struct f4fs *f, const char *buf)
+static int is_dx_block(struct f4fs *f, const char *buf, int htree)
 {
 	const struct ext2_dir_entry *de = (const void *)buf;
 	unsigned int rec_len;
@@ -175,8 +175,9 @@ static int is_dx_block(struct f4fs *f, const char *buf)
 	if (ext2fs_get_rec_len(f->fs, (struct ext2_dir_entry *)de, &rec_len))
 		return 0;
 	if (!de->inode && rec_len == f->blocksize)
-		return 1;
-	return rec_len == 12 && ext2fs_dirent_name_len(de) == 1 &&
+		return 1;		/* an index node (or an empty block) */
+	/* the root: "." then ".." spanning the rest, in an htree */
+	return htree && rec_len == 12 && ext2fs_dirent_name_len(de) == 1 &&
 	       de->name[0] == '.';
 }
 
@@ -186,7 +187,7 @@ static int is_dx_block(struct f4fs *f, const char *buf)
  * byte-at-a-time crc32c was most of the cost of a create.
  */
 static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
-		      blk64_t pblk, char *buf)
+		      int htree, blk64_t pblk, char *buf)
 {
 	errcode_t err;
 	int ok;
@@ -199,7 +200,7 @@ static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory block");
 	ok = f4_dirblock_verify(f, dir, gen, buf);
-	if (ok < 0 && is_dx_block(f, buf)) {
+	if (ok < 0 && is_dx_block(f, buf, htree)) {
 		/* an index block: libext2fs knows its checksum */
 		err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
 		if (err)
@@ -215,13 +216,13 @@ static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 }
 
 static int write_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
-		       blk64_t pblk, char *buf)
+		       int htree, blk64_t pblk, char *buf)
 {
 	errcode_t err;
 	int ret;
 
 	if (ext2fs_has_feature_metadata_csum(f->fs->super) &&
-	    is_dx_block(f, buf)) {
+	    is_dx_block(f, buf, htree)) {
 		err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
 		if (err)
 			return f4_fs_error(f, dir, err, "writing htree block");
@@ -245,6 +246,7 @@ struct walk {
 	struct f4fs *f;
 	ext2_ino_t dir;
 	uint32_t gen;
+	int htree;
 	char *buf;
 	const char *name;
 	size_t len;
@@ -259,7 +261,7 @@ static int walk_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
 
 	if (blockcnt < 0)
 		return 0;
-	w->ret = read_block(w->f, w->dir, w->gen, *blocknr, w->buf);
+	w->ret = read_block(w->f, w->dir, w->gen, w->htree, *blocknr, w->buf);
 	if (w->ret)
 		return BLOCK_ABORT;
 	w->fd->pblk = *blocknr;
@@ -267,11 +269,13 @@ static int walk_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
 	return w->ret ? BLOCK_ABORT : 0;
 }
 
-static int linear_find(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
-		       const char *name, size_t len, char *buf,
-		       struct found *fd)
+static int linear_find(struct f4fs *f, ext2_ino_t dir,
+		       const struct ext2_inode_large *inode, const char *name,
+		       size_t len, char *buf, struct found *fd)
 {
-	struct walk w = { f, dir, gen, buf, name, len, fd, 0 };
+	struct walk w = { f, dir, inode->i_generation,
+			  !!(inode->i_flags & EXT2_INDEX_FL), buf, name, len,
+			  fd, 0 };
 	errcode_t err;
 
 	err = ext2fs_block_iterate3(f->fs, dir, BLOCK_FLAG_READ_ONLY |
@@ -295,7 +299,7 @@ static int htree_find(struct f4fs *f, ext2_ino_t dir,
 		return ret;
 	for (i = 0; i < n; i++) {
 		fd->pblk = leaves[i];
-		ret = read_block(f, dir, inode->i_generation, leaves[i], buf);
+		ret = read_block(f, dir, inode->i_generation, 1, leaves[i], buf);
 		if (ret)
 			return ret;
 		ret = search_block(f, dir, buf, name, len, fd);
@@ -327,7 +331,7 @@ static int find_entry(struct f4fs *f, ext2_ino_t dir,
 		if (ret != -EFSCORRUPTED && ret != -EAGAIN)
 			return ret;
 	}
-	return linear_find(f, dir, inode->i_generation, name, len, buf, fd);
+	return linear_find(f, dir, inode, name, len, buf, fd);
 }
 
 /*
@@ -504,7 +508,8 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	} else {
 		de->inode = 0;
 	}
-	ret = write_block(f, dir, inode.i_generation, fd.pblk, buf);
+	ret = write_block(f, dir, inode.i_generation,
+			  !!(inode.i_flags & EXT2_INDEX_FL), fd.pblk, buf);
 	if (!ret)
 		dir_changed(f, dir, name, len, 0, 0);
 out:
@@ -547,7 +552,8 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	de->inode = ino;
 	if (ext2fs_has_feature_filetype(f->fs->super))
 		ext2fs_dirent_set_file_type(de, ftype);
-	ret = write_block(f, dir, inode.i_generation, fd.pblk, buf);
+	ret = write_block(f, dir, inode.i_generation,
+			  !!(inode.i_flags & EXT2_INDEX_FL), fd.pblk, buf);
 	if (!ret)
 		dir_changed(f, dir, name, len, ino, ftype);
 out:
@@ -564,8 +570,6 @@ static int insert_in_block(struct f4fs *f, ext2_ino_t dir, char *buf,
 	struct ext2_dir_entry *de, *nde;
 	int rec_len;
 
-	if (is_dx_block(f, buf))
-		return 0;
 	end = block_end(f, buf);
 	while ((rec_len = dirent_at(f, buf, off, end, &de)) > 0) {
 		used = de->inode ?
@@ -611,12 +615,13 @@ static int add_proc(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
 
 	if (blockcnt < 0)
 		return 0;
-	w->ret = read_block(w->f, w->dir, w->gen, *blocknr, w->buf);
+	w->ret = read_block(w->f, w->dir, w->gen, 0, *blocknr, w->buf);
 	if (!w->ret)
 		w->ret = insert_in_block(w->f, w->dir, w->buf, w->name, w->len,
 					 w->ino, w->ftype);
 	if (w->ret > 0)
-		w->ret = write_block(w->f, w->dir, w->gen, *blocknr, w->buf) ?:
+		w->ret = write_block(w->f, w->dir, w->gen, 0, *blocknr,
+				     w->buf) ?:
 			 1;
 	return w->ret ? BLOCK_ABORT : 0;
 }
@@ -786,7 +791,8 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 	buf = malloc(f->blocksize);
 	if (!buf)
 		return -ENOMEM;
-	ret = read_block(f, dir, inode.i_generation, pblk, buf);
+	ret = read_block(f, dir, inode.i_generation,
+			 !!(inode.i_flags & EXT2_INDEX_FL), pblk, buf);
 	if (ret)
 		goto out;
 	rec_len = dirent_at(f, buf, 0, f->blocksize, &dot);
@@ -798,7 +804,8 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 	    memcmp(dotdot->name, "..", 2))
 		goto bad;
 	dotdot->inode = parent;
-	ret = write_block(f, dir, inode.i_generation, pblk, buf);
+	ret = write_block(f, dir, inode.i_generation,
+			  !!(inode.i_flags & EXT2_INDEX_FL), pblk, buf);
 out:
 	free(buf);
 	return ret;
