@@ -567,8 +567,8 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		struct f4_map map;
 		int was_new;
 
-		ret = f4_map_alloc(f, ino, &inode, lblk, last - lblk + 1,
-				   &map, &was_new);
+		ret = f4_map_alloc(f, cred, ino, &inode, lblk,
+				   last - lblk + 1, &map, &was_new);
 		if (ret)
 			break;
 		len = map.len * bs - skip;
@@ -731,7 +731,7 @@ int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
  * in place; whole blocks are freed (punch) or, for ZERO_RANGE, turned
  * into unwritten extents.
  */
-static int zero_blocks(struct f4fs *f, ext2_ino_t ino,
+static int zero_blocks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		       struct ext2_inode_large *inode, uint64_t off,
 		       uint64_t len, int keep_allocated)
 {
@@ -749,7 +749,7 @@ static int zero_blocks(struct f4fs *f, ext2_ino_t ino,
 		return ret;
 	ret = punch_blocks(f, ino, inode, first_full, end_full - 1);
 	if (!ret && keep_allocated)
-		ret = f4_map_prealloc(f, ino, inode, first_full,
+		ret = f4_map_prealloc(f, cred, ino, inode, first_full,
 				      end_full - first_full);
 	return ret;
 }
@@ -767,17 +767,17 @@ static int do_punch(struct f4fs *f, ext2_ino_t ino,
 		return 0;
 	if (off + len > isize)
 		len = (isize | (page - 1)) + 1 - off;
-	return zero_blocks(f, ino, inode, off, len, 0);
+	return zero_blocks(f, NULL, ino, inode, off, len, 0);
 }
 
-static int do_preallocate(struct f4fs *f, ext2_ino_t ino,
-			  struct ext2_inode_large *inode, uint64_t off,
-			  uint64_t len)
+static int do_preallocate(struct f4fs *f, struct f4_cred *cred,
+			  ext2_ino_t ino, struct ext2_inode_large *inode,
+			  uint64_t off, uint64_t len)
 {
 	uint64_t bs = f->blocksize;
 	blk64_t start = off / bs, end = (off + len + bs - 1) / bs;
 
-	return f4_map_prealloc(f, ino, inode, start, end - start);
+	return f4_map_prealloc(f, cred, ino, inode, start, end - start);
 }
 
 int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -826,9 +826,9 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		ret = do_punch(f, ino, &inode, off, len);
 	} else if (mode & FALLOC_FL_ZERO_RANGE) {
-		ret = zero_blocks(f, ino, &inode, off, len, 1);
+		ret = zero_blocks(f, cred, ino, &inode, off, len, 1);
 	} else {
-		ret = do_preallocate(f, ino, &inode, off, len);
+		ret = do_preallocate(f, cred, ino, &inode, off, len);
 	}
 	if (ret)
 		goto out;

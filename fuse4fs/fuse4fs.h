@@ -176,6 +176,7 @@ struct f4fs {
 	struct f4_opts *opts;
 	int ro;				/* no writes at all */
 	int forced_ro;			/* errors=remount-ro fired */
+	int orphans_only;		/* a session to clean orphans, no more */
 	int shutdown;			/* errors=panic fired */
 	unsigned int blocksize;
 	unsigned int inode_size;
@@ -188,6 +189,7 @@ struct f4fs {
 	uint64_t overhead;		/* metadata blocks, for bsddf */
 	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
 	struct f4_orphan_file *ofile;	/* orphan.c */
+	ext2fs_block_bitmap freed;	/* freed since the last flush */
 	struct list_head dcache_lru;	/* directory name tables (dcache.c) */
 	size_t dcache_bytes, dcache_limit;
 	pthread_t flusher;
@@ -401,6 +403,15 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode);
 int f4_check_name(const char *name, size_t *lenp);
 
+/* alloc.c: where file data may go */
+int f4_alloc_init(struct f4fs *f);
+void f4_alloc_free(struct f4fs *f);
+void f4_alloc_flushed(struct f4fs *f);
+blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want);
+errcode_t f4_alloc_range(struct f4fs *f, blk64_t goal, blk64_t len,
+			 blk64_t *pblk, blk64_t *plen);
+void f4_alloc_freed_range(struct f4fs *f, blk64_t blk, blk64_t num);
+
 /* map.c: logical to physical block mapping */
 struct f4_map {
 	blk64_t lblk;
@@ -411,14 +422,14 @@ struct f4_map {
 int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		  struct f4_map *map);
-int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
+int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
 		      struct ext2_inode_large *inode, blk64_t start, blk64_t end);
-int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
+int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);

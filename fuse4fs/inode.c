@@ -323,10 +323,8 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
 	st->st_mode = inode->i_mode;
+	/* dir_nlink keeps 1 on disk for "too many"; 0 is a removed directory */
 	st->st_nlink = inode->i_links_count;
-	/* dir_nlink: a directory with too many subdirectories says 1 */
-	if (!st->st_nlink && LINUX_S_ISDIR(inode->i_mode))
-		st->st_nlink = 1;
 	st->st_uid = inode_uid(*inode);
 	st->st_gid = inode_gid(*inode);
 	st->st_size = EXT2_I_SIZE(inode);

@@ -203,6 +203,27 @@ static int convert_unwritten(struct f4fs *f, ext2_ino_t ino,
 	return 0;
 }
 
+/*
+ * A free run for file data, at or after goal, from blocks that are free
+ * on disk as well as in memory (alloc.c); when only blocks freed since
+ * the last flush are left, flush and use them.
+ */
+static errcode_t find_range(struct f4fs *f, blk64_t goal, blk64_t len,
+			    blk64_t *pblk, blk64_t *plen)
+{
+	ext2_filsys fs = f->fs;
+	blk64_t first = fs->super->s_first_data_block;
+	errcode_t err;
+
+	err = f4_alloc_range(f, goal, len, pblk, plen);
+	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && goal > first)
+		err = f4_alloc_range(f, first, len, pblk, plen);
+	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && f->freed &&
+	    ext2fs_free_blocks_count(fs->super) && !f4_fs_flush(f))
+		err = f4_alloc_range(f, first, len, pblk, plen);
+	return err;
+}
+
 #define INIT_MAX_LEN	32768		/* longest initialized extent */
 #define UNINIT_MAX_LEN	32767		/* longest unwritten extent */
 
@@ -213,7 +234,7 @@ static int convert_unwritten(struct f4fs *f, ext2_ino_t ino,
  * ext2fs_fallocate() fills the whole hole before the first extent, not
  * just the range asked for, so fuse4fs does this itself.)
  */
-static int insert_range(struct f4fs *f, ext2_ino_t ino,
+static int insert_range(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			struct ext2_inode_large *inode, blk64_t lblk,
 			blk64_t len, blk64_t goal, int unwritten,
 			struct f4_map *map)
@@ -228,13 +249,13 @@ static int insert_range(struct f4fs *f, ext2_ino_t ino,
 
 	if (len > max)
 		len = max;
+	len = f4_alloc_allowed(f, cred, len);
+	if (!len)
+		return -ENOSPC;
 	if (goal < fs->super->s_first_data_block ||
 	    goal >= ext2fs_blocks_count(fs->super))
 		goal = fs->super->s_first_data_block;
-	err = ext2fs_new_range(fs, 0, goal, len, NULL, &pblk, &plen);
-	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && goal > fs->super->s_first_data_block)
-		err = ext2fs_new_range(fs, 0, fs->super->s_first_data_block,
-				       len, NULL, &pblk, &plen);
+	err = find_range(f, goal, len, &pblk, &plen);
 	if (err)
 		return f4_errno(err) == -ENOSPC ? -ENOSPC :
 		       f4_fs_error(f, ino, err, "allocating blocks");
@@ -285,6 +306,7 @@ done:
 	return 0;
 undo:
 	ext2fs_block_alloc_stats_range(fs, pblk, plen, -1);
+	f4_alloc_freed_range(f, pblk, plen);
 	return f4_fs_error(f, ino, err, "mapping new blocks");
 }
 
@@ -292,7 +314,7 @@ undo:
  * fallocate: unwritten extents over every hole in [lblk, lblk + len).
  * What was allocated before an ENOSPC stays, as with ext4.
  */
-int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
+int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len)
 {
 	blk64_t end = lblk + len;
@@ -304,7 +326,7 @@ int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
 		if (ret)
 			return ret;
 		if (!map.pblk) {
-			ret = insert_range(f, ino, inode, lblk, map.len,
+			ret = insert_range(f, cred, ino, inode, lblk, map.len,
 					   alloc_goal(f, ino, inode, lblk), 1,
 					   &map);
 			if (ret)
@@ -315,26 +337,43 @@ int f4_map_prealloc(struct f4fs *f, ext2_ino_t ino,
 	return 0;
 }
 
-static int alloc_blockmap(struct f4fs *f, ext2_ino_t ino,
-			  struct ext2_inode_large *inode, blk64_t lblk,
-			  blk64_t len)
+static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
+			  ext2_ino_t ino, struct ext2_inode_large *inode,
+			  blk64_t lblk, blk64_t len)
 {
-	blk64_t i, p;
-	errcode_t err;
+	blk64_t i, p, goal;
+	errcode_t err = 0;
+	int ret;
 
 	if (len > 256)
 		len = 256;
+	len = f4_alloc_allowed(f, cred, len);
+	if (!len)
+		return -ENOSPC;
+	goal = alloc_goal(f, ino, inode, lblk);
 	for (i = 0; i < len; i++) {
-		p = 0;
+		blk64_t n;
+
+		err = find_range(f, goal, 1, &p, &n);
+		if (err)
+			break;
+		ext2fs_block_alloc_stats2(f->fs, p, +1);
+		/* SET maps our block; ALLOC adds missing indirect blocks */
 		err = ext2fs_bmap2(f->fs, ino, (struct ext2_inode *)inode,
-				   NULL, BMAP_ALLOC, lblk + i, NULL, &p);
+				   NULL, BMAP_ALLOC | BMAP_SET, lblk + i,
+				   NULL, &p);
 		if (err) {
-			if (i)
-				break;		/* keep what we got */
-			return f4_fs_error(f, ino, err, "allocating block");
+			ext2fs_block_alloc_stats2(f->fs, p, -1);
+			break;
 		}
+		ext2fs_iblk_add_blocks(f->fs, (struct ext2_inode *)inode, 1);
+		goal = p + 1;
 	}
-	return 0;
+	if (i)
+		return 0;		/* keep what we got */
+	ret = f4_errno(err);
+	return ret == -ENOSPC ? ret : f4_fs_error(f, ino, err,
+						 "allocating block");
 }
 
 /*
@@ -344,7 +383,7 @@ static int alloc_blockmap(struct f4fs *f, ext2_ino_t ino,
  * zeroed by the caller.  The inode is changed in memory; the caller
  * writes it.
  */
-int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
+int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new)
 {
@@ -361,10 +400,10 @@ int f4_map_alloc(struct f4fs *f, ext2_ino_t ino,
 		return ret;
 	}
 	if (inode->i_flags & EXT4_EXTENTS_FL) {
-		return insert_range(f, ino, inode, lblk, map->len,
+		return insert_range(f, cred, ino, inode, lblk, map->len,
 				    alloc_goal(f, ino, inode, lblk), 0, map);
 	} else {
-		ret = alloc_blockmap(f, ino, inode, lblk, map->len);
+		ret = alloc_blockmap(f, cred, ino, inode, lblk, map->len);
 		if (ret)
 			return ret;
 	}
@@ -448,6 +487,7 @@ int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 			break;
 		ext2fs_block_alloc_stats_range(fs, opblk + (a - olblk),
 					       b - a + 1, -1);
+		f4_alloc_freed_range(f, opblk + (a - olblk), b - a + 1);
 		freed += b - a + 1;
 		if (a == start || !a)
 			break;

@@ -257,9 +257,9 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 }
 
 /*
- * One name fewer.  At zero the inode goes on the orphan list while it is
- * open; otherwise nothing can reach it and it is freed now (see
- * f4_maybe_free() for why a lookup reference alone doesn't count).
+ * One name fewer.  At zero the inode goes on the orphan list while the
+ * kernel still has it open or looked up (an O_PATH descriptor, a working
+ * directory); otherwise nothing can reach it and it is freed now.
  */
 int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		 struct ext2_inode_large *inode)
@@ -276,7 +276,7 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		return f4_write_inode(f, ino, inode);
 
 	rec = f4_iget_incore(f, ino);
-	if (rec && rec->nopen) {
+	if (rec && (rec->nopen || rec->nlookup)) {
 		ret = f4_orphan_add(f, rec, inode);
 		f4_iput(f, rec);
 		return ret;

@@ -372,19 +372,15 @@ static int release_orphan(struct f4fs *f, struct f4_inode *rec)
 }
 
 /*
- * rec was released: free it if it is an orphan nobody has open.
- *
- * An inode with no name and no open file is unreachable even while the
- * kernel still holds its (unhashed) inode: a removed directory is marked
- * dead by the VFS, which then refuses lookups, creates and readdir in it.
- * So the inode is freed at its last release, as ext4 frees it at the
- * last close or rmdir, without waiting for the kernel's forget.  If its
- * number is reused before that forget arrives, the kernel sees a new
- * generation and drops its stale inode; lookup counts simply add up.
+ * rec was released or forgotten: free it if it is an orphan the kernel
+ * neither has open nor holds.  A held inode (an O_PATH descriptor, a
+ * working directory) must keep its number and attributes, as on ext4,
+ * until the kernel evicts it; the kernel drops an inode with no links
+ * as soon as its last user goes, so the forget comes promptly.
  */
 int f4_maybe_free(struct f4fs *f, struct f4_inode *rec)
 {
-	if (!(rec->flags & F4I_ORPHAN) || rec->nopen)
+	if (!(rec->flags & F4I_ORPHAN) || rec->nopen || rec->nlookup)
 		return 0;
 	if (f->ro)
 		return 0;		/* freed at the next rw mount */

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
@@ -94,6 +96,7 @@ int f4_fs_flush(struct f4fs *f)
 	}
 	f->dirty = 0;
 	f->last_flush = time(NULL);
+	f4_alloc_flushed(f);
 	return 0;
 }
 
@@ -286,10 +289,41 @@ static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
 }
 
 /* Unknown features, named, before libext2fs gives a bare error code. */
+/* Features libext2fs can read but fuse4fs does not write correctly */
+static int readonly_features(struct ext2_super_block *sb, char *names,
+			     size_t size)
+{
+	unsigned int incompat, ro_compat;
+	size_t l;
+
+	ro_compat = sb->s_feature_ro_compat &
+		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
+	ro_compat |= sb->s_feature_ro_compat &
+		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
+		      EXT4_FEATURE_RO_COMPAT_READONLY |
+		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
+		      EXT4_FEATURE_RO_COMPAT_QUOTA |
+		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+	incompat = sb->s_feature_incompat &
+		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
+		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
+	if (!ro_compat && !incompat)
+		return 0;
+	feature_list(2, ro_compat, names, size);
+	if (incompat) {
+		l = strlen(names);
+		feature_list(1, incompat, names + l + (l ? 2 : 0),
+			     size - l - 2);
+		if (l)
+			memcpy(names + l, ", ", 2);
+	}
+	return 1;
+}
+
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 {
 	struct ext2_super_block *sb = fs->super;
-	unsigned int incompat, ro_compat;
+	unsigned int incompat;
 	char names[160];
 
 	incompat = sb->s_feature_incompat & ~EXT2_LIB_FEATURE_INCOMPAT_SUPP;
@@ -302,34 +336,54 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		       "not support: %s", opts->device, names);
 		return -EOPNOTSUPP;
 	}
-	ro_compat = sb->s_feature_ro_compat &
-		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
-	/* What libext2fs can read but fuse4fs does not write correctly */
-	ro_compat |= sb->s_feature_ro_compat &
-		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
-		      EXT4_FEATURE_RO_COMPAT_READONLY |
-		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
-		      EXT4_FEATURE_RO_COMPAT_QUOTA |
-		      EXT4_FEATURE_RO_COMPAT_PROJECT);
-	incompat = sb->s_feature_incompat &
-		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
-		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
-	if ((ro_compat || incompat) && *rw) {
-		feature_list(2, ro_compat, names, sizeof(names));
-		if (incompat) {
-			size_t l = strlen(names);
-
-			feature_list(1, incompat, names + l + (l ? 2 : 0),
-				     sizeof(names) - l - 2);
-			if (l)
-				memcpy(names + l, ", ", 2);
-		}
+	if (*rw && readonly_features(sb, names, sizeof(names))) {
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
 		return -EROFS;
 	}
 	return 0;
+}
+
+/*
+ * Does a read-only mount still clean up orphans first?  ext4 does, when
+ * it can write the device, unless told not to touch the journal; the
+ * on-disk state it leaves is then the one a read-write mount would.
+ */
+static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
+				  int dev_writable)
+{
+	struct ext2_super_block *sb = fs->super;
+	char names[160];
+
+	if (!opts->readonly || !dev_writable || opts->norecovery)
+		return 0;
+	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
+		return 0;
+	return !readonly_features(sb, names, sizeof(names));
+}
+
+/* Free the orphans in a short read-write session of their own. */
+static void clean_orphans_for_ro(struct f4_opts *opts)
+{
+	struct f4_opts o = *opts;
+	struct f4fs tmp;
+	int ret;
+
+	memset(&tmp, 0, sizeof(tmp));
+	o.readonly = 0;
+	o.partition = 0;		/* already turned into offset */
+	o.lockfile = NULL;
+	tmp.orphans_only = 1;
+	f4_log(LOG_NOTICE, "%s: cleaning up orphan inodes before the "
+	       "read-only mount", opts->device);
+	ret = f4_fs_open(&tmp, &o);
+	if (!ret)
+		ret = f4_fs_close(&tmp);
+	if (ret)
+		f4_log(LOG_WARNING, "%s: orphan cleanup failed (%s); mounting "
+		       "read-only with the orphans left in place",
+		       opts->device, strerror(-ret));
 }
 
 static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
@@ -348,13 +402,24 @@ static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 }
 
 /* Is the device itself writable?  A read-only image falls back to ro. */
+/*
+ * Can we write the device?  A read-only block device (losetup -r, a
+ * write-protected disk) still opens O_RDWR; only BLKROGET tells.
+ */
 static int device_writable(const char *device)
 {
 	int fd = open(device, O_RDWR | O_CLOEXEC);
+	struct stat st;
+	int ro = 0;
 
 	if (fd < 0)
 		return errno == EROFS || errno == EACCES || errno == EPERM ?
 		       0 : 1;
+	if (!fstat(fd, &st) && S_ISBLK(st.st_mode) &&
+	    !ioctl(fd, BLKROGET, &ro) && ro) {
+		close(fd);
+		return 0;
+	}
 	close(fd);
 	return 1;
 }
@@ -542,6 +607,8 @@ static int mark_mounted(struct f4fs *f)
 	char path[PATH_MAX];
 
 	f->mount_state = sb->s_state;
+	if (f->orphans_only)
+		return 0;		/* a read-only mount's orphan cleanup */
 	sb->s_state &= ~EXT2_VALID_FS;
 	sb->s_mnt_count++;
 	sb->s_mtime = now;
@@ -571,7 +638,7 @@ static int load_bitmaps(struct f4fs *f)
 int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 {
 	int rw = !opts->readonly;
-	int dev_writable;
+	int dev_writable, clean;
 	errcode_t err;
 	int ret;
 
@@ -621,10 +688,13 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	ret = check_features(opts, f->fs, &rw);
 	if (!ret)
 		ret = maybe_recover(opts, f->fs, &rw, dev_writable);
+	clean = !ret && want_ro_orphan_cleanup(opts, f->fs, dev_writable);
 	ext2fs_free(f->fs);
 	f->fs = NULL;
 	if (ret)
 		return ret;
+	if (clean && !f->orphans_only)
+		clean_orphans_for_ro(opts);
 
 	err = open_fs(opts, rw, 0, &f->fs);
 	if (err == EXT2_ET_RO_UNSUPP_FEATURE && rw) {
@@ -667,6 +737,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	ret = take_lockfile(f);
 	if (ret)
 		goto fail;
+	ret = f4_alloc_init(f);
+	if (ret)
+		goto fail;
 	ret = f4_inode_init_cache(f);
 	if (ret)
 		goto fail;
@@ -697,7 +770,9 @@ int f4_fs_close(struct f4fs *f)
 	if (!f->fs)
 		return 0;
 	sb = f->fs->super;
+	f4_map_free(f);
 	if (f->shutdown) {
+		f4_alloc_free(f);
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
@@ -717,6 +792,7 @@ int f4_fs_close(struct f4fs *f)
 		if (f->mount_state & EXT2_VALID_FS)
 			sb->s_state |= EXT2_VALID_FS;
 		ext2fs_mark_super_dirty(f->fs);
+		f4_alloc_free(f);
 		err = ext2fs_close2(f->fs, 0);
 		if (err) {
 			f4_log(LOG_ERR, "%s: writing the file system at "
@@ -726,6 +802,7 @@ int f4_fs_close(struct f4fs *f)
 			ret = f4_errno(err);
 		}
 	} else {
+		f4_alloc_free(f);
 		ext2fs_free(f->fs);
 	}
 	f->fs = NULL;
