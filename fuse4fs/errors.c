@@ -176,33 +176,58 @@ static int already_noted(struct f4fs *f, ext2_ino_t ino, int what)
 	return 0;
 }
 
-/*
- * Record an error in the superblock as the kernel does, so that the next
- * e2fsck knows to check the file system, and apply the errors= policy.
- */
-static void record_error(struct f4fs *f, ext2_ino_t ino, int errnum,
-			 const char *what)
+/* Checksum failures get a code of their own in the superblock. */
+static int is_bad_checksum(errcode_t err)
 {
-	struct ext2_super_block *sb = f->fs->super;
-	time_t now = time(NULL);
-	int policy = f->opts ? f->opts->errors : F4_ERRORS_DEFAULT;
-
-	if (policy == F4_ERRORS_DEFAULT) {
-		switch (sb->s_errors) {
-		case EXT2_ERRORS_RO:
-			policy = F4_ERRORS_REMOUNT_RO;
-			break;
-		case EXT2_ERRORS_PANIC:
-			policy = F4_ERRORS_PANIC;
-			break;
-		default:
-			policy = F4_ERRORS_CONTINUE;
-		}
+	switch (err) {
+	case EXT2_ET_INODE_CSUM_INVALID:
+	case EXT2_ET_INODE_BITMAP_CSUM_INVALID:
+	case EXT2_ET_EXTENT_CSUM_INVALID:
+	case EXT2_ET_DIR_CSUM_INVALID:
+	case EXT2_ET_EXT_ATTR_CSUM_INVALID:
+	case EXT2_ET_SB_CSUM_INVALID:
+	case EXT2_ET_BLOCK_BITMAP_CSUM_INVALID:
+	case EXT2_ET_MMP_CSUM_INVALID:
+	case EXT2_ET_BAD_CRC:
+		return 1;
 	}
+	return 0;
+}
 
-	if (!(f->fs->flags & EXT2_FLAG_RW))
-		goto policy;
+/* s_{first,last}_error_errcode holds ext4's EXT4_ERR_* numbers, not errno */
+enum {
+	F4_ERR_UNKNOWN = 1,
+	F4_ERR_EIO = 2,
+	F4_ERR_ENOMEM = 3,
+	F4_ERR_EFSBADCRC = 4,
+	F4_ERR_EFSCORRUPTED = 5,
+	F4_ERR_ENOSPC = 6,
+};
 
+static int ext4_err_code(int errnum)
+{
+	switch (errnum) {
+	case EIO:
+		return F4_ERR_EIO;
+	case ENOMEM:
+		return F4_ERR_ENOMEM;
+	case EBADMSG:			/* the kernel's EFSBADCRC */
+		return F4_ERR_EFSBADCRC;
+	case EFSCORRUPTED:
+		return F4_ERR_EFSCORRUPTED;
+	case ENOSPC:
+		return F4_ERR_ENOSPC;
+	}
+	return F4_ERR_UNKNOWN;
+}
+
+/* The superblock's error record, as the kernel keeps it. */
+static void note_in_super(struct ext2_super_block *sb, ext2_ino_t ino,
+			  int errnum, const char *what)
+{
+	time_t now = time(NULL);
+
+	errnum = ext4_err_code(errnum);
 	sb->s_state |= EXT2_ERROR_FS;
 	sb->s_error_count++;
 	if (!sb->s_first_error_time) {
@@ -223,6 +248,50 @@ static void record_error(struct f4fs *f, ext2_ino_t ino, int errnum,
 	sb->s_last_error_errcode = errnum;
 	strncpy((char *)sb->s_last_error_func, what,
 		sizeof(sb->s_last_error_func));
+}
+
+/*
+ * Damage found while mounting, before fuse4fs falls back to read-only:
+ * on disk at once, with no errors= policy (nothing is mounted yet).
+ */
+void f4_record_mount_error(struct f4fs *f, errcode_t err, const char *what)
+{
+	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
+		return;
+	note_in_super(f->fs->super, 0, is_bad_checksum(err) ? EBADMSG :
+		      f4_errno(err) == -EFSCORRUPTED ? EFSCORRUPTED : EIO,
+		      what);
+	ext2fs_mark_super_dirty(f->fs);
+	ext2fs_flush2(f->fs, 0);
+}
+
+/*
+ * Record an error in the superblock as the kernel does, so that the next
+ * e2fsck knows to check the file system, and apply the errors= policy.
+ */
+static void record_error(struct f4fs *f, ext2_ino_t ino, int errnum,
+			 const char *what)
+{
+	struct ext2_super_block *sb = f->fs->super;
+	int policy = f->opts ? f->opts->errors : F4_ERRORS_DEFAULT;
+
+	if (policy == F4_ERRORS_DEFAULT) {
+		switch (sb->s_errors) {
+		case EXT2_ERRORS_RO:
+			policy = F4_ERRORS_REMOUNT_RO;
+			break;
+		case EXT2_ERRORS_PANIC:
+			policy = F4_ERRORS_PANIC;
+			break;
+		default:
+			policy = F4_ERRORS_CONTINUE;
+		}
+	}
+
+	if (!(f->fs->flags & EXT2_FLAG_RW))
+		goto policy;
+
+	note_in_super(sb, ino, errnum, what);
 	ext2fs_mark_super_dirty(f->fs);
 	f4_fs_dirty(f);
 	/* The record must reach the disk even if we stop right after. */
@@ -266,7 +335,9 @@ int f4_fs_error(struct f4fs *f, ext2_ino_t ino, errcode_t err,
 	if (!already_noted(f, ino, (int)(err & 0xffff)))
 		f4_log(LOG_ERR, "inode %u: %s: %s", ino, what,
 		       error_message(err));
-	if (ret == -EFSCORRUPTED)
+	if (is_bad_checksum(err))
+		record_error(f, ino, EBADMSG, what);
+	else if (ret == -EFSCORRUPTED)
 		record_error(f, ino, EFSCORRUPTED, what);
 	else
 		record_error(f, ino, EIO, what);

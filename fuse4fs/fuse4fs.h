@@ -219,6 +219,7 @@ void f4_set_verbose(int on);
 void f4_log_set_quiet(int on);
 int f4_fs_error(struct f4fs *f, ext2_ino_t ino, errcode_t err,
 		const char *what);
+void f4_record_mount_error(struct f4fs *f, errcode_t err, const char *what);
 int f4_corrupt(struct f4fs *f, ext2_ino_t ino, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int f4_check_writable(struct f4fs *f);

@@ -135,6 +135,40 @@ int f4_check_ino(struct f4fs *f, ext2_ino_t ino)
 	return 0;
 }
 
+/*
+ * What ext4 refuses in a live inode before anyone uses it: nonsense here
+ * would otherwise reach the kernel (a file type it can't handle, a
+ * negative size) or send libext2fs down the wrong mapping code.
+ */
+static int check_live_inode(struct f4fs *f, ext2_ino_t ino,
+			    const struct ext2_inode_large *inode)
+{
+	uint64_t size = EXT2_I_SIZE(inode);
+
+	switch (inode->i_mode & LINUX_S_IFMT) {
+	case LINUX_S_IFREG:
+	case LINUX_S_IFDIR:
+	case LINUX_S_IFLNK:
+	case LINUX_S_IFCHR:
+	case LINUX_S_IFBLK:
+	case LINUX_S_IFIFO:
+	case LINUX_S_IFSOCK:
+		break;
+	default:
+		return f4_corrupt(f, ino, "bad file type (mode 0%o)",
+				  inode->i_mode);
+	}
+	if ((int64_t)size < 0)
+		return f4_corrupt(f, ino, "bad i_size %llu",
+				  (unsigned long long)size);
+	if ((inode->i_flags & EXT4_INLINE_DATA_FL) &&
+	    ((inode->i_flags & EXT4_EXTENTS_FL) ||
+	     !ext2fs_has_feature_inline_data(f->fs->super)))
+		return f4_corrupt(f, ino, "inline data flag with extents, "
+				  "or without the inline_data feature");
+	return 0;
+}
+
 int f4_read_inode(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode)
 {
@@ -152,6 +186,8 @@ int f4_read_inode(struct f4fs *f, ext2_ino_t ino,
 	     inode->i_extra_isize > f->inode_size - EXT2_GOOD_OLD_INODE_SIZE))
 		return f4_corrupt(f, ino, "bad i_extra_isize %u",
 				  inode->i_extra_isize);
+	if (inode->i_links_count)
+		return check_live_inode(f, ino, inode);
 	return 0;
 }
 

@@ -1101,6 +1101,36 @@ int f4_journal_check(ext2_filsys fs, char *why, size_t whylen)
 	return ret;
 }
 
+/*
+ * A journal that needs no replay must still be one: ext4 refuses to mount
+ * over a journal inode or superblock it can't make sense of.
+ */
+int f4_journal_validate(ext2_filsys fs, char *why, size_t whylen)
+{
+	struct jnl j;
+	int ret;
+
+	if (why && whylen)
+		why[0] = 0;
+	if (!ext2fs_has_feature_journal(fs->super) ||
+	    !fs->super->s_journal_inum)
+		return 0;		/* none, or external: nothing to read */
+	memset(&j, 0, sizeof(j));
+	j.fs = fs;
+	j.why = why;
+	j.whylen = whylen;
+	j.bs = fs->blocksize;
+	j.buf = malloc(j.bs);
+	if (!j.buf)
+		ret = jerr(&j, -ENOMEM, "out of memory");
+	else
+		ret = map_journal(&j);
+	if (!ret)
+		ret = load_sb(&j);
+	jnl_free(&j);
+	return ret;
+}
+
 /* ---- replay ------------------------------------------------------------ */
 
 static int replay(struct jnl *j, struct f4_journal_report *rep)

@@ -42,6 +42,8 @@ typedef void (*f4_journal_log_fn)(void *arg, const char *fmt, ...);
  * f4_journal_recover() fails only on I/O errors.
  */
 int f4_journal_check(ext2_filsys fs, char *why, size_t whylen);
+/* Can the journal of a file system needing no replay be read?  0 or -errno */
+int f4_journal_validate(ext2_filsys fs, char *why, size_t whylen);
 
 /*
  * Replay the internal journal of the file system at device (io_options as

@@ -679,13 +679,23 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 			len = fuse_add_direntry(req, buf + used, size - used,
 						name, &e.attr, off + 1);
 		} else {
+			int bare = dot;
+
 			if (!dot) {
 				ret = f4_fill_entry(f, de->ino, &e);
+				/*
+				 * A damaged inode still has its name listed,
+				 * as on ext4; stat of it gives the error.
+				 */
+				if (ret == -EFSCORRUPTED || ret == -EIO) {
+					bare = 1;
+					ret = 0;
+				}
 				if (ret)
 					break;
 			}
 			fill_param(f, &e, &ep);
-			if (dot)
+			if (bare)
 				ep.ino = 0;
 			len = fuse_add_direntry_plus(req, buf + used,
 						     size - used, name, &ep,
@@ -693,8 +703,8 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 		}
 		if (len > size - used)
 			break;
-		/* Every entry but . and .. hands the kernel a reference */
-		if (plus && !dot)
+		/* Every entry with attributes hands the kernel a reference */
+		if (plus && ep.ino)
 			f4_lookup_ref(f, de->ino);
 		used += len;
 	}

@@ -346,6 +346,34 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 }
 
 /*
+ * The layout everything else relies on, checked once as ext4 does at
+ * mount: where the first data block is, and that every group's bitmaps
+ * and inode table lie inside the file system and clear of each other.
+ */
+static int check_geometry(struct f4_opts *opts, ext2_filsys fs)
+{
+	struct ext2_super_block *sb = fs->super;
+	blk64_t first = fs->blocksize == 1024 &&
+			!ext2fs_has_feature_bigalloc(sb) ? 1 : 0;
+	errcode_t err;
+
+	if (sb->s_first_data_block != first) {
+		f4_log(LOG_ERR, "%s: bad superblock: first data block is %u, "
+		       "should be %llu for %u-byte blocks; run e2fsck",
+		       opts->device, sb->s_first_data_block,
+		       (unsigned long long)first, fs->blocksize);
+		return -EUCLEAN;
+	}
+	err = ext2fs_check_desc(fs);
+	if (err) {
+		f4_log(LOG_ERR, "%s: bad group descriptors: %s; run e2fsck",
+		       opts->device, error_message(err));
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+/*
  * Does a read-only mount still clean up orphans first?  ext4 does, when
  * it can write the device, unless told not to touch the journal; the
  * on-disk state it leaves is then the one a read-write mount would.
@@ -490,8 +518,16 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 	char why[256] = "";
 	int ret;
 
-	if (!ext2fs_has_feature_journal_needs_recovery(fs->super))
-		return 0;
+	if (!ext2fs_has_feature_journal_needs_recovery(fs->super)) {
+		if (opts->norecovery)
+			return 0;
+		ret = f4_journal_validate(fs, why, sizeof(why));
+		if (ret)
+			f4_log(LOG_ERR, "%s: bad journal: %s; run e2fsck, or "
+			       "mount with -o ro,norecovery", opts->device,
+			       why);
+		return ret;
+	}
 	if (!ext2fs_has_feature_journal(fs->super)) {
 		f4_log(LOG_WARNING, "%s: needs_recovery set without a "
 		       "journal; ignoring", opts->device);
@@ -632,6 +668,7 @@ static int load_bitmaps(struct f4fs *f)
 		return 0;
 	f4_log(LOG_ERR, "%s: reading allocation bitmaps: %s; mounting "
 	       "read-only, run e2fsck", f->opts->device, error_message(err));
+	f4_record_mount_error(f, err, "reading allocation bitmaps");
 	return -EFSCORRUPTED;
 }
 
@@ -686,6 +723,8 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	if (err)
 		return explain_open_error(opts, err, 0);
 	ret = check_features(opts, f->fs, &rw);
+	if (!ret)
+		ret = check_geometry(opts, f->fs);
 	if (!ret)
 		ret = maybe_recover(opts, f->fs, &rw, dev_writable);
 	clean = !ret && want_ro_orphan_cleanup(opts, f->fs, dev_writable);

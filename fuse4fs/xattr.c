@@ -139,19 +139,111 @@ static int drop_empty_block(struct f4fs *f, ext2_ino_t ino)
 	return f4_write_inode(f, ino, &inode);
 }
 
+/*
+ * A block shared by several inodes (the kernel shares identical ones)
+ * that a change here would leave as it was: libext2fs copies it anyway
+ * whenever it writes the inode's attributes, even when only the in-inode
+ * part changed.  Note the block before the change ...
+ */
+struct shared_block {
+	blk64_t blk;			/* 0: none, or not shared */
+	char *buf;
+};
+
+static int note_shared_block(struct f4fs *f, ext2_ino_t ino,
+			     struct shared_block *sb)
+{
+	struct ext2_inode_large inode;
+	struct ext2_ext_attr_header *hdr;
+	errcode_t err;
+	int ret;
+
+	sb->blk = 0;
+	sb->buf = NULL;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	sb->blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!sb->blk || f4_valid_data_blocks(f, ino, sb->blk, 1))
+		goto none;
+	sb->buf = malloc(f->blocksize);
+	if (!sb->buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, sb->blk, sb->buf, ino);
+	hdr = (struct ext2_ext_attr_header *)sb->buf;
+	if (!err && hdr->h_refcount > 1)
+		return 0;
+	free(sb->buf);
+	sb->buf = NULL;
+none:
+	sb->blk = 0;
+	return 0;
+}
+
+/* ... and if the copy says the same, go back to sharing the original. */
+static int reuse_shared_block(struct f4fs *f, ext2_ino_t ino,
+			      struct shared_block *sb)
+{
+	size_t hlen = sizeof(struct ext2_ext_attr_header);
+	struct ext2_inode_large inode;
+	blk64_t copy;
+	char *buf = NULL;
+	__u32 count;
+	errcode_t err;
+	int ret;
+
+	if (!sb->blk)
+		return 0;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		goto out;
+	copy = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!copy || copy == sb->blk || f4_valid_data_blocks(f, ino, copy, 1))
+		goto out;
+	buf = malloc(f->blocksize);
+	ret = -ENOMEM;
+	if (!buf)
+		goto out;
+	ret = 0;
+	err = ext2fs_read_ext_attr3(f->fs, copy, buf, ino);
+	if (err || ((struct ext2_ext_attr_header *)buf)->h_refcount != 1 ||
+	    memcmp(buf + hlen, sb->buf + hlen, f->blocksize - hlen))
+		goto out;
+	err = ext2fs_adjust_ea_refcount3(f->fs, sb->blk, buf, +1, &count,
+					 ino);
+	if (err) {
+		ret = f4_fs_error(f, ino, err, "sharing xattr block");
+		goto out;
+	}
+	ext2fs_block_alloc_stats2(f->fs, copy, -1);
+	ext2fs_file_acl_block_set(f->fs, (struct ext2_inode *)&inode, sb->blk);
+	ret = f4_write_inode(f, ino, &inode);
+out:
+	free(buf);
+	free(sb->buf);
+	sb->buf = NULL;
+	return ret;
+}
+
 /* Set (value != NULL) or remove one attribute. */
 static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 		     const void *value, size_t size, int flags)
 {
 	struct ext2_xattr_handle *h;
+	struct shared_block shared;
 	void *old = NULL;
 	size_t oldlen;
 	errcode_t err;
 	int ret, exists;
 
-	ret = open_xattrs(f, ino, &h);
+	ret = note_shared_block(f, ino, &shared);
 	if (ret)
 		return ret;
+	ret = open_xattrs(f, ino, &h);
+	if (ret) {
+		free(shared.buf);
+		return ret;
+	}
 	err = ext2fs_xattr_get(h, name, &old, &oldlen);
 	exists = !err;
 	if (old)
@@ -186,6 +278,9 @@ out:
 	ext2fs_xattrs_close(&h);
 	if (!ret)
 		ret = drop_empty_block(f, ino);
+	if (!ret)
+		ret = reuse_shared_block(f, ino, &shared);
+	free(shared.buf);
 	return ret;
 }
 
