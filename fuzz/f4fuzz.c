@@ -1270,6 +1270,24 @@ static void cleanup(void)
 	io_buf = NULL;
 }
 
+/*
+ * f4fuzz-replay: a sanitizer report must not leave the image behind in
+ * /dev/shm.  (Not in the fuzzer: libFuzzer's own death callback writes
+ * the crashing input, and there is only one.)
+ */
+#if defined(F4FUZZ_REPLAY) && defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/common_interface_defs.h>
+#define HAVE_DEATH_CALLBACK 1
+
+static void remove_image(void)
+{
+	if (img_path[0])
+		unlink(img_path);
+}
+#endif
+#endif
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *dir = getenv("F4FUZZ_TMPDIR");
@@ -1286,6 +1304,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (!io_buf)
 		abort();
 	atexit(cleanup);
+#ifdef HAVE_DEATH_CALLBACK
+	__sanitizer_set_death_callback(remove_image);
+#endif
 	set_com_err_hook(comerr_hook);
 	f4_log_set_quiet(getenv("F4FUZZ_VERBOSE") ? 0 : 1);
 	tracing = getenv("F4FUZZ_TRACE") != NULL;
