@@ -337,12 +337,19 @@ int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	return 0;
 }
 
+/*
+ * Block-mapped files: one physically contiguous run, mapped block by
+ * block.  The caller writes the run as new, so nothing past it may be
+ * mapped here: a block mapped now but written later would be taken for
+ * old data and its unwritten parts left unzeroed.
+ */
 static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
 			  ext2_ino_t ino, struct ext2_inode_large *inode,
 			  blk64_t lblk, blk64_t len)
 {
-	blk64_t i, p, goal;
-	errcode_t err = 0;
+	ext2_filsys fs = f->fs;
+	blk64_t i, p, n, b;
+	errcode_t err;
 	int ret;
 
 	if (len > 256)
@@ -350,27 +357,27 @@ static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
 	len = f4_alloc_allowed(f, cred, len);
 	if (!len)
 		return -ENOSPC;
-	goal = alloc_goal(f, ino, inode, lblk);
-	for (i = 0; i < len; i++) {
-		blk64_t n;
-
-		err = find_range(f, goal, 1, &p, &n);
+	err = find_range(f, alloc_goal(f, ino, inode, lblk), len, &p, &n);
+	if (err)
+		goto fail;
+	/* All in use first, so that new indirect blocks land elsewhere */
+	ext2fs_block_alloc_stats_range(fs, p, n, +1);
+	for (i = 0; i < n; i++) {
+		b = p + i;
+		/* SET maps our block; ALLOC adds missing indirect blocks */
+		err = ext2fs_bmap2(fs, ino, (struct ext2_inode *)inode, NULL,
+				   BMAP_ALLOC | BMAP_SET, lblk + i, NULL, &b);
 		if (err)
 			break;
-		ext2fs_block_alloc_stats2(f->fs, p, +1);
-		/* SET maps our block; ALLOC adds missing indirect blocks */
-		err = ext2fs_bmap2(f->fs, ino, (struct ext2_inode *)inode,
-				   NULL, BMAP_ALLOC | BMAP_SET, lblk + i,
-				   NULL, &p);
-		if (err) {
-			ext2fs_block_alloc_stats2(f->fs, p, -1);
-			break;
-		}
-		ext2fs_iblk_add_blocks(f->fs, (struct ext2_inode *)inode, 1);
-		goal = p + 1;
+		ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)inode, 1);
+	}
+	if (i < n) {
+		ext2fs_block_alloc_stats_range(fs, p + i, n - i, -1);
+		f4_alloc_freed_range(f, p + i, n - i);
 	}
 	if (i)
 		return 0;		/* keep what we got */
+fail:
 	ret = f4_errno(err);
 	return ret == -ENOSPC ? ret : f4_fs_error(f, ino, err,
 						 "allocating block");

@@ -942,6 +942,19 @@ def dtype_of_mode(mode):
             stat.S_IFSOCK: DT_SOCK}[stat.S_IFMT(mode)]
 
 
+def wait_statfs(path, ok, timeout=5.0):
+    """statvfs(path) until ok(st) holds or timeout seconds pass; returns
+    the last result.  The kernel sends RELEASE and FORGET after close()
+    returns, so space held by a just-closed unlinked file comes back a
+    moment later, not at once as on kernel ext4."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = os.statvfs(path)
+        if ok(st) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.02)
+
+
 def sync_fs(path):
     """syncfs(2) on the file system holding path."""
     fd = os.open(path, os.O_RDONLY)

@@ -61,7 +61,12 @@ def _baseline(fs):
 def _assert_back_to(fs, base, what):
     """After deleting everything: exactly the free counts of base."""
     (s_blocks, s_inodes), (d_blocks, d_inodes) = base
-    now = _counts(fs)
+    f4test.sync_fs(fs.mnt)
+    # unlinked inodes are freed when the kernel forgets them, a moment
+    # after the unlink returns
+    st = f4test.wait_statfs(fs.mnt, lambda st: (st.f_bfree, st.f_ffree) ==
+                            (s_blocks, s_inodes))
+    now = st.f_bfree, st.f_ffree
     assert now == (s_blocks, s_inodes), (
         "%s: statfs after deleting everything and syncing: %d free blocks, "
         "%d free inodes; before: %d, %d" % (what, now[0], now[1], s_blocks,

@@ -166,7 +166,8 @@ def test_unlink_open_file(fs):
     # The orphan's blocks are free again once the last fd is closed (the
     # new 3-byte file may take one block, allow one more for metadata).
     freed = -(-(len(data) + 4) // fs.blocksize)
-    assert fs.statfs().f_bfree >= free0 + freed - 2
+    st = f4test.wait_statfs(fs.mnt, lambda st: st.f_bfree >= free0 + freed - 2)
+    assert st.f_bfree >= free0 + freed - 2
     fs.remount()
     assert read_file(p) == b"new"
 
