@@ -403,6 +403,59 @@ static int is_inline(const struct ext2_inode_large *inode)
 	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
 }
 
+/*
+ * Entries in [off, end) of an inline directory must tile it exactly.
+ * libext2fs doesn't check before growing the directory out of the inode,
+ * and loops for ever on entries that stop short of the end.
+ */
+static int inline_region_ok(const char *buf, unsigned int off,
+			    unsigned int end)
+{
+	while (off < end) {
+		const struct ext2_dir_entry *de = (const void *)(buf + off);
+		unsigned int rec_len, name_len;
+
+		if (end - off < 8)
+			return 0;
+		rec_len = ext2fs_le16_to_cpu(de->rec_len);
+		name_len = ext2fs_dirent_name_len(de);
+		if (rec_len < 8 || rec_len % 4 || rec_len > end - off ||
+		    name_len + 8 > rec_len)
+			return 0;
+		off += rec_len;
+	}
+	return 1;
+}
+
+static int check_inline_dir(struct f4fs *f, ext2_ino_t dir)
+{
+	const unsigned int in_inode = EXT4_MIN_INLINE_DATA_SIZE;
+	size_t size = 0;
+	errcode_t err;
+	char *buf;
+	int ok;
+
+	err = ext2fs_inline_data_size(f->fs, dir, &size);
+	if (err)
+		return f4_fs_error(f, dir, err, "reading inline directory");
+	if (size < in_inode)
+		return f4_corrupt(f, dir, "inline directory of %zu bytes",
+				  size);
+	buf = calloc(1, size);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_inline_data_get(f->fs, dir, NULL, buf, &size);
+	if (err) {
+		free(buf);
+		return f4_fs_error(f, dir, err, "reading inline directory");
+	}
+	/* 4 bytes of parent inode number, then entries */
+	ok = inline_region_ok(buf, 4, in_inode) &&
+	     inline_region_ok(buf, in_inode, size);
+	free(buf);
+	return ok ? 0 : f4_corrupt(f, dir, "damaged inline directory entries");
+}
+
 /* ---- the interface ---------------------------------------------------- */
 
 static int check_found(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino)
@@ -689,6 +742,11 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 			if (ret)
 				return ret;
 			continue;
+		}
+		if (is_inline(&inode)) {
+			ret = check_inline_dir(f, dir);
+			if (ret)
+				return ret;
 		}
 		err = ext2fs_expand_dir(f->fs, dir);
 		if (err)

@@ -498,6 +498,7 @@ int f4_orphan_del(struct f4fs *f, struct f4_inode *inode,
 int f4_orphan_recover(struct f4fs *f);
 int f4_orphan_load(struct f4fs *f);
 int f4_orphan_release_all(struct f4fs *f);
+void f4_orphan_forget_all(struct f4fs *f);
 int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
 
 /* partition.c */

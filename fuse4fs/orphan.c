@@ -387,6 +387,22 @@ int f4_maybe_free(struct f4fs *f, struct f4_inode *rec)
 	return release_orphan(f, rec);
 }
 
+/*
+ * Drop what memory still holds of the orphan list without writing: the
+ * orphans stay on disk for the next read-write mount to clean up.
+ */
+void f4_orphan_forget_all(struct f4fs *f)
+{
+	struct f4_inode *rec, *tmp;
+
+	list_for_each_entry_safe(rec, tmp, &f->orphans, orphan_link) {
+		rec->flags &= ~F4I_ORPHAN;
+		list_del_init(&rec->orphan_link);
+		f4_iput(f, rec);
+	}
+	ofile_free(f);
+}
+
 /* Unmount: nobody can reach the remaining orphans any more. */
 int f4_orphan_release_all(struct f4fs *f)
 {
@@ -516,9 +532,6 @@ int f4_orphan_recover(struct f4fs *f)
 	struct recovery r = { 0, 0, 0 };
 	int ret;
 
-	ret = f4_map_init(f);
-	if (ret)
-		return ret;
 	ret = ofile_load(f);
 	if (ret == -ENOMEM)
 		return ret;
@@ -547,11 +560,7 @@ int f4_orphan_load(struct f4fs *f)
 	struct ext2_inode_large ei;
 	ext2_ino_t ino = sb->s_last_orphan;
 	unsigned int n = 0;
-	int ret;
 
-	ret = f4_map_init(f);
-	if (ret)
-		return ret;
 	while (ino && n < 1000000 && !f4_check_ino(f, ino) &&
 	       !f4_read_inode(f, ino, &ei)) {
 		n++;

@@ -364,6 +364,22 @@ static int check_geometry(struct f4_opts *opts, ext2_filsys fs)
 		       (unsigned long long)first, fs->blocksize);
 		return -EUCLEAN;
 	}
+	/* libext2fs trusts these when it writes in-inode xattrs */
+	if (EXT2_INODE_SIZE(sb) > EXT2_GOOD_OLD_INODE_SIZE) {
+		unsigned int room = EXT2_INODE_SIZE(sb) -
+				    EXT2_GOOD_OLD_INODE_SIZE;
+
+		if (sb->s_want_extra_isize > room ||
+		    sb->s_want_extra_isize % 4 ||
+		    sb->s_min_extra_isize > room ||
+		    sb->s_min_extra_isize % 4) {
+			f4_log(LOG_ERR, "%s: bad superblock: extra inode size "
+			       "%u (minimum %u) for %u-byte inodes; run "
+			       "e2fsck", opts->device, sb->s_want_extra_isize,
+			       sb->s_min_extra_isize, EXT2_INODE_SIZE(sb));
+			return -EUCLEAN;
+		}
+	}
 	err = ext2fs_check_desc(fs);
 	if (err) {
 		f4_log(LOG_ERR, "%s: bad group descriptors: %s; run e2fsck",
@@ -622,6 +638,15 @@ static int take_lockfile(struct f4fs *f)
 	return 0;
 }
 
+static void release_lockfile(struct f4fs *f)
+{
+	if (f->lock_fd < 0)
+		return;
+	close(f->lock_fd);
+	unlink(f->opts->lockfile);
+	f->lock_fd = -1;
+}
+
 static void warn_state(struct f4fs *f)
 {
 	struct ext2_super_block *sb = f->fs->super;
@@ -675,7 +700,7 @@ static int load_bitmaps(struct f4fs *f)
 int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 {
 	int rw = !opts->readonly;
-	int dev_writable, clean;
+	int dev_writable, clean, cache_ready = 0;
 	errcode_t err;
 	int ret;
 
@@ -779,9 +804,13 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	ret = f4_alloc_init(f);
 	if (ret)
 		goto fail;
+	ret = f4_map_init(f);
+	if (ret)
+		goto fail;
 	ret = f4_inode_init_cache(f);
 	if (ret)
 		goto fail;
+	cache_ready = 1;
 	if (rw) {
 		ret = mark_mounted(f);
 		if (ret)
@@ -794,6 +823,13 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	if (cache_ready) {
+		f4_orphan_forget_all(f);
+		f4_inode_destroy_cache(f);
+	}
+	f4_map_free(f);
+	f4_alloc_free(f);
+	release_lockfile(f);
 	if (f->fs)
 		ext2fs_free(f->fs);
 	f->fs = NULL;
@@ -809,7 +845,6 @@ int f4_fs_close(struct f4fs *f)
 	if (!f->fs)
 		return 0;
 	sb = f->fs->super;
-	f4_map_free(f);
 	if (f->shutdown) {
 		f4_alloc_free(f);
 		/* errors=panic: the error is on disk; write nothing more */
@@ -845,11 +880,10 @@ int f4_fs_close(struct f4fs *f)
 		ext2fs_free(f->fs);
 	}
 	f->fs = NULL;
+	f4_map_free(f);
+	/* Orphans not released (read-only now, or stopped): memory only */
+	f4_orphan_forget_all(f);
 	f4_inode_destroy_cache(f);
-	if (f->lock_fd >= 0) {
-		close(f->lock_fd);
-		unlink(f->opts->lockfile);
-		f->lock_fd = -1;
-	}
+	release_lockfile(f);
 	return ret;
 }
