@@ -104,10 +104,12 @@ errcode_t f4_alloc_range(struct f4fs *f, blk64_t goal, blk64_t len,
 }
 
 /* May this caller dig into the blocks reserved for root? */
-static int may_use_reserved(struct f4fs *f, struct f4_cred *cred)
+int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred)
 {
 	struct ext2_super_block *sb = f->fs->super;
 
+	if (cred && cred->writeback)
+		return cred->may_reserve;
 	if (!cred || f->opts->fakeroot || !cred->uid)
 		return 1;
 	return cred->uid == sb->s_def_resuid ||
@@ -124,7 +126,7 @@ blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want)
 	struct ext2_super_block *sb = f->fs->super;
 	blk64_t free = ext2fs_free_blocks_count(sb), keep = 0;
 
-	if (!may_use_reserved(f, cred)) {
+	if (!f4_may_use_reserved(f, cred)) {
 		keep = ext2fs_r_blocks_count(sb);
 		if (ext2fs_has_feature_extents(sb))
 			keep += ext2fs_blocks_count(sb) / 50 < 4096 ?

@@ -140,6 +140,13 @@ int f4_open(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino, int flags,
 		return -ENOMEM;
 	}
 	fh->flags = flags;
+	fh->may_reserve = f4_may_use_reserved(f, cred);
+	/*
+	 * An append-only file's writes must come as they happen, each at
+	 * the end: cached pages written back later would rewrite the last
+	 * partial block from its start.
+	 */
+	fh->direct_io = f->writeback && (inode.i_flags & EXT2_APPEND_FL);
 	fh->inode->nopen++;
 	*fhp = fh;
 	return 0;
@@ -503,7 +510,7 @@ out:
 static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 			       struct ext2_inode_large *inode)
 {
-	if (cred && f4_capable(f, cred))
+	if (cred && (cred->writeback || f4_capable(f, cred)))
 		return;
 	f4_kill_suid(f, cred, inode);
 }
@@ -536,7 +543,8 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 	if (inode.i_flags & EXT2_IMMUTABLE_FL)
 		return -EPERM;
 	isize = EXT2_I_SIZE(&inode);
-	if (fh->flags & O_APPEND)
+	/* With the kernel's write-back cache, its offsets already append */
+	if ((fh->flags & O_APPEND) && !f->writeback)
 		off = isize;
 	if ((inode.i_flags & EXT2_APPEND_FL) && (uint64_t)off != isize)
 		return -EPERM;

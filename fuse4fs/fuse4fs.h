@@ -70,6 +70,7 @@ struct f4_opts {
 	int dirsync;
 	int sync;
 	int direct;			/* direct_io for every open file */
+	int writeback;			/* ask for the kernel's write-back cache */
 	int minixdf;
 	int norecovery;
 	int acl;
@@ -109,6 +110,13 @@ struct f4_cred {
 	/* Fill in supplementary groups; called only when they matter. */
 	int (*get_groups)(struct f4_cred *cred);
 	void *req;			/* opaque, for get_groups */
+	/*
+	 * A write-back of the kernel's cached pages arrives as whoever made
+	 * the kernel flush them: the kernel has already dropped privileges
+	 * as needed, and the reserve is the opener's (f4_file.may_reserve).
+	 */
+	int writeback;
+	int may_reserve;		/* with writeback */
 };
 
 struct f4_entry {
@@ -140,6 +148,8 @@ struct f4_inode {
 struct f4_file {
 	struct f4_inode *inode;
 	int flags;			/* open(2) flags */
+	int may_reserve;		/* opener may use the root reserve */
+	int direct_io;			/* bypass the kernel's page cache */
 };
 
 /* An open directory: a snapshot of its entries, taken at offset 0. */
@@ -177,6 +187,7 @@ struct f4fs {
 	int ro;				/* no writes at all */
 	int forced_ro;			/* errors=remount-ro fired */
 	int orphans_only;		/* a session to clean orphans, no more */
+	int writeback;			/* the kernel caches writes (ops.c) */
 	int shutdown;			/* errors=panic fired */
 	unsigned int blocksize;
 	unsigned int inode_size;
@@ -239,6 +250,7 @@ void f4_unlock(struct f4fs *f);
 extern io_manager f4_io_manager;
 int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
 void f4_io_tick(io_channel io);
+int f4_io_flush_wanted(io_channel io);
 void f4_io_stop_writes(io_channel io);
 int f4_io_limit(io_channel io, unsigned long long blocks);
 errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
@@ -408,6 +420,7 @@ int f4_check_name(const char *name, size_t *lenp);
 int f4_alloc_init(struct f4fs *f);
 void f4_alloc_free(struct f4fs *f);
 void f4_alloc_flushed(struct f4fs *f);
+int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred);
 blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want);
 errcode_t f4_alloc_range(struct f4fs *f, blk64_t goal, blk64_t len,
 			 blk64_t *pblk, blk64_t *plen);

@@ -510,10 +510,13 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	/*
 	 * Setting both times to "now" needs only write permission; any
 	 * other change of times needs ownership (utimensat(2)).  Times that
-	 * come with a size change are the truncate's own.
+	 * come with a size change are the truncate's own, and so are times
+	 * that come with a ctime: only the kernel's write-back cache sends
+	 * one, flushing the times of writes it has already allowed.
 	 */
 	if ((to_set & (F4_SET_ATIME | F4_SET_MTIME)) && !owner &&
-	    !(to_set & F4_SET_SIZE)) {
+	    !(to_set & F4_SET_SIZE) &&
+	    !(f->writeback && (to_set & F4_SET_CTIME))) {
 		int touch = (to_set & F4_SET_ATIME_NOW) &&
 			    (to_set & F4_SET_MTIME_NOW);
 

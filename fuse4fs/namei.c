@@ -548,6 +548,7 @@ int f4_create(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return -ENOMEM;
 	}
 	fh->flags = flags;
+	fh->may_reserve = f4_may_use_reserved(f, cred);
 	fh->inode->nopen++;
 	*fhp = fh;
 	return 0;
@@ -596,6 +597,7 @@ int f4_tmpfile(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	}
 	fh->inode->nopen++;
 	fh->flags = flags;
+	fh->may_reserve = f4_may_use_reserved(f, cred);
 	ret = f4_read_inode(f, ino, &inode);
 	if (!ret) {
 		inode.i_links_count = 0;

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "fuse4fs.h"
 #include "ops.h"
@@ -56,6 +58,8 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->ngroups = -1;
 	cred->get_groups = get_groups;
 	cred->req = req;
+	cred->writeback = 0;
+	cred->may_reserve = 0;
 }
 
 /*
@@ -126,6 +130,33 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 			FUSE_CAP_SPLICE_MOVE);
 	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	/*
+	 * -o writeback_cache: the kernel's page cache may hold writes back
+	 * (the way ext4's delayed allocation does), so small random writes
+	 * cost no round trip each.  Opt-in, because the kernel then keeps a
+	 * regular file's mtime, ctime and size itself and ignores ours: a
+	 * truncate to the same size leaves the times alone, times are not
+	 * clamped to what the inode can hold until the kernel forgets the
+	 * inode, and reads served from cached pages don't touch atime.
+	 * Never with -o sync (every write(2) must reach the disk) or
+	 * -o direct (no page cache for file data at all), nor with blocks
+	 * smaller than a page: write-back comes in whole pages and would
+	 * fill the holes around a small write.
+	 */
+	if (f->opts->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE) &&
+	    !f->opts->sync &&
+	    !f->opts->direct && f->blocksize >= (size_t)getpagesize())
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	f->writeback = !!(conn->want & FUSE_CAP_WRITEBACK_CACHE);
+	if (f->opts->writeback && !f->writeback)
+		f4_log(LOG_WARNING, "writeback_cache not used: %s",
+		       f->opts->sync ? "-o sync" :
+		       f->opts->direct ? "-o direct" :
+		       !(conn->capable & FUSE_CAP_WRITEBACK_CACHE) ?
+		       "the kernel does not offer it" :
+		       "blocks are smaller than a page");
 	conn->max_write = 1 << 20;
 	conn->max_readahead = 1 << 20;
 	conn->time_gran = 1;
@@ -433,6 +464,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)fh;
 	set_open_flags(f, fi);
+	if (fh->direct_io)
+		fi->direct_io = 1;
 	if (fi->flags & O_TRUNC)
 		fi->keep_cache = 0;
 	if (fuse_reply_open(req, fi)) {
@@ -501,6 +534,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	ssize_t ret;
 
 	f4_cred_of(req, &cred);
+	if (fi->writepage) {
+		cred.writeback = 1;
+		cred.may_reserve = fh_of(fi)->may_reserve;
+	}
 	f4_lock(f);
 	ret = f4_write(f, &cred, fh_of(fi), buf, size, off);
 	f4_unlock(f);
@@ -558,6 +595,16 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	struct f4fs *f = fs_of(req);
 	off_t ret;
 
+	/*
+	 * Under the write-back cache, data the kernel has not sent yet is
+	 * invisible here and would be reported as a hole.  ENOSYS makes the
+	 * kernel answer SEEK_DATA/SEEK_HOLE itself, treating the whole file
+	 * as data, which is always correct.
+	 */
+	if (f->writeback) {
+		reply_err(req, -ENOSYS);
+		return;
+	}
 	f4_lock(f);
 	ret = f4_lseek(f, f4_ino_of(ino), off, whence);
 	f4_unlock(f);

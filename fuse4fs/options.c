@@ -21,6 +21,7 @@
 enum opt_id {
 	O_RO, O_RW, O_FAKEROOT, O_KERNEL, O_DEFAULT_PERMISSIONS,
 	O_ALLOW_OTHER, O_ALLOW_ROOT, O_ACL, O_NOACL, O_ERRORS, O_DIRSYNC,
+	O_WRITEBACK, O_NOWRITEBACK,
 	O_SYNC, O_ASYNC, O_CACHE_SIZE, O_DIRECT, O_LOCKFILE, O_MINIXDF,
 	O_BSDDF, O_NORECOVERY, O_NOLOAD, O_DEBUG, O_OFFSET, O_PARTITION,
 	O_COMMIT, O_THREADS, O_NOATIME, O_RELATIME, O_STRICTATIME, O_ATIME,
@@ -58,6 +59,11 @@ static const struct opt_desc opt_table[] = {
 	{ "cache_size", "SIZE", O_CACHE_SIZE,
 	  "block cache size, N[kmg] (default 64m)" },
 	{ "direct", NULL, O_DIRECT, "no kernel page cache for file data" },
+	{ "writeback_cache", NULL, O_WRITEBACK,
+	  "let the kernel hold writes back; faster small writes, but the "
+	  "kernel keeps mtime and ctime (see the manual)" },
+	{ "nowriteback_cache", NULL, O_NOWRITEBACK,
+	  "every write(2) reaches fuse4fs (the default)" },
 	{ "lockfile", "PATH", O_LOCKFILE, "hold a lock on PATH while mounted" },
 	{ "minixdf", NULL, O_MINIXDF, "statfs counts metadata blocks as used" },
 	{ "bsddf", NULL, O_BSDDF, "statfs leaves metadata out (default)" },
@@ -263,6 +269,8 @@ static int apply_opt(struct parse_state *ps, const struct opt_desc *d,
 		o->cache_size = n;
 		break;
 	case O_DIRECT: o->direct = 1; break;
+	case O_WRITEBACK: o->writeback = 1; break;
+	case O_NOWRITEBACK: o->writeback = 0; break;
 	case O_LOCKFILE:
 		if (!*val)
 			return bad_value(name, val, "a path");

@@ -116,8 +116,9 @@ def fsck_clean(image):
 class FsMount:
     """One image mounted at one directory by one driver."""
 
-    def __init__(self, driver, image, mnt, logdir):
+    def __init__(self, driver, image, mnt, logdir, opts=()):
         self.driver = driver
+        self.opts = list(opts)
         self.image = Path(image)
         self.mnt = Path(mnt)
         self.logdir = Path(logdir)
@@ -138,6 +139,8 @@ class FsMount:
         else:
             if self.driver == "fuse4fs":
                 argv = [FUSE4FS]
+                if self.opts:
+                    argv += ["-o", ",".join(self.opts)]
                 if not os.access(FUSE4FS, os.X_OK):
                     pytest.fail("F4_DRIVER=fuse4fs but %s is not built" %
                                 FUSE4FS)
@@ -234,8 +237,8 @@ def fsx_mounts():
     """Make FsMounts that are torn down even when the test fails."""
     made = []
 
-    def make(driver, image, mnt, logdir):
-        m = FsMount(driver, image, mnt, logdir)
+    def make(driver, image, mnt, logdir, opts=()):
+        m = FsMount(driver, image, mnt, logdir, opts)
         made.append(m)
         return m
 
@@ -380,15 +383,34 @@ def test_fsx_seed(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
                   tmp_path, record_property):
     """12,000 random ops in two halves; unmount/remount and a full check of
     every file against the saved model after each half; e2fsck clean."""
+    fsx_seeded_run(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
+                   tmp_path, record_property)
+
+
+@pytest.mark.parametrize("profile", PROFILES,
+                         ids=["seed%d" % p[0] for p in PROFILES])
+@pytest.mark.parametrize("fsx_variant", ["ext4-4k", "ext2-4k"])
+def test_fsx_writeback_cache(fsx_variant, profile, f4fsx, kernel_probe,
+                             fsx_mounts, tmp_path, record_property):
+    """The same runs with -o writeback_cache: the kernel holds writes back
+    and sends them in pages later, so every byte must still land."""
+    if DRIVER != "fuse4fs":
+        pytest.skip("writeback_cache is a fuse4fs option")
+    fsx_seeded_run(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
+                   tmp_path, record_property, opts=["writeback_cache"],
+                   seed_base=50000)
+
+
+def fsx_seeded_run(variant, profile, f4fsx, kernel_probe, fsx_mounts,
+                   tmp_path, record_property, opts=(), seed_base=0):
     _need_root()
-    variant = fsx_variant
     fstype, bs = VARIANTS[variant]
     pidx, nfiles, maxlen, maxop = profile
-    seed = 1000 * (list(VARIANTS).index(variant) + 1) + pidx
+    seed = seed_base + 1000 * (list(VARIANTS).index(variant) + 1) + pidx
     off = disabled_ops(variant, kernel_probe, record_property)
     xopt = ["-x", ",".join(off)] if off else []
     img = make_image(tmp_path / "img", fstype, bs)
-    m = fsx_mounts(DRIVER, img, tmp_path / "mnt", tmp_path)
+    m = fsx_mounts(DRIVER, img, tmp_path / "mnt", tmp_path, opts)
     m.mount()
     print("[%s] driver %s: %s on %s; seeds %d, %d" %
           (variant, DRIVER, m.info[0], m.info[1], seed, seed + 7919))
@@ -410,6 +432,9 @@ def test_fsx_seed(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
     print(r.stdout.strip())
     m.remount()
     run_fsx(f4fsx, ["-N", 0, "--check-model", tmp_path / "model2", m.mnt])
+    if opts:
+        log = m._daemon_log()
+        assert " not used" not in log, log
     m.unmount()
     fsck_clean(img)
     print("[%s] %d ops in %.1f s" % (variant, 2 * OPS_PER_PHASE,
