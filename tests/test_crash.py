@@ -141,6 +141,16 @@ def _start(code, *args):
     return p
 
 
+def _kernel_stack(pid):
+    """Where a stuck helper waits, for the failure message."""
+    try:
+        with open("/proc/%d/stack" % pid) as f:
+            return " [kernel stack: %s]" % " <- ".join(
+                l.split()[-1] for l in f.read().splitlines()[:8])
+    except OSError as e:
+        return " [no kernel stack: %s]" % e.strerror
+
+
 def _finish(procs, timeout=5.0):
     """Wait for helper processes; returns {name: (output, hung)}."""
     out = {}
@@ -152,9 +162,10 @@ def _finish(procs, timeout=5.0):
                                  timeout=max(0.1, deadline - time.monotonic()))
             out[name] = (o, False)
         except subprocess.TimeoutExpired:
+            where = _kernel_stack(p.pid)
             p.kill()
             o, _ = p.communicate()
-            out[name] = (o, True)
+            out[name] = (o + where, True)
         except (BrokenPipeError, ValueError):
             o = p.stdout.read() if p.stdout else ""
             p.wait()

@@ -578,7 +578,9 @@ def test_crafted_online_resize(tmp_path, f4asan):
     jblocks = set(J.journal_map(img))
     differ = [n for n in range(len(a) // bs) if n not in jblocks and
               a[n * bs:(n + 1) * bs] != b[n * bs:(n + 1) * bs]]
-    assert differ == [1], differ     # only the superblock's flags & times
+    # Only the superblock may differ, in its flags and times (and not even
+    # there when resize2fs and the replay wrote it within the same second)
+    assert differ in ([], [1]), differ
     assert J.dumpe2fs_h(img)["Block count"] == "24576"
     J.assert_fsck_clean(img)
 

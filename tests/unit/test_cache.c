@@ -557,17 +557,13 @@ static void test_hold_dirty(void)
 {
 	struct cache c;
 	struct tctx t;
-	struct cache_node *n;
 	uint64_t k;
 
 	current_test = "hold_dirty";
 	setup(&c, &t, 4);
 	cache_hold_dirty(&c, 1);
-	for (k = 1; k <= 4; k++) {
-		n = get(&c, k);
-		cache_mark_dirty(&c, n);
-		cache_put(&c, n);
-	}
+	for (k = 1; k <= 4; k++)
+		touch_dirty(&c, k);
 	/* the cache is full of dirty nodes: new ones come in beside them */
 	touch(&c, 5);
 	touch(&c, 6);
@@ -587,9 +583,7 @@ static void test_hold_dirty(void)
 	CHECK(stats(&c).nodes <= 2);
 	/* back to normal: reclaim writes dirty nodes back again */
 	cache_hold_dirty(&c, 0);
-	n = get(&c, 7);
-	cache_mark_dirty(&c, n);
-	cache_put(&c, n);
+	touch_dirty(&c, 7);
 	touch(&c, 8);
 	touch(&c, 9);
 	touch(&c, 10);
