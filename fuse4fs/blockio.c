@@ -204,13 +204,6 @@ static errcode_t setup_cache(struct f4_io *io)
 		return 0;
 	if (cache_init(&io->cache, &blk_ops, cache_blocks(io), io))
 		return EXT2_ET_NO_MEMORY;
-	/*
-	 * Metadata reaches the device only in a whole flush (bitmaps,
-	 * superblock and all), never one block at a time to make room: a
-	 * lone inode table block written ahead of the superblock is how an
-	 * orphan list gets torn when the daemon is killed.
-	 */
-	cache_hold_dirty(&io->cache, 1);
 	io->cache_ready = 1;
 	return 0;
 }
@@ -806,17 +799,6 @@ int f4_io_limit(io_channel io, unsigned long long blocks)
 }
 
 /* Periodic housekeeping: let the cache shrink when it is idle. */
-/* Dirty blocks are past half the cache size: time for a flush. */
-int f4_io_flush_wanted(io_channel io)
-{
-	struct cache_stats st;
-
-	if (!is_ours(io) || !chan_io(io)->cache_ready)
-		return 0;
-	cache_get_stats(&chan_io(io)->cache, &st);
-	return st.dirty > st.max_nodes / 2;
-}
-
 void f4_io_tick(io_channel io)
 {
 	if (is_ours(io) && chan_io(io)->cache_ready)

@@ -70,9 +70,6 @@ void f4_lock(struct f4fs *f)
 
 void f4_unlock(struct f4fs *f)
 {
-	/* Dirty metadata waits for a flush (blockio.c); don't let it pile up */
-	if (f->flusher_running && f->fs && f4_io_flush_wanted(f->fs->io))
-		pthread_cond_signal(&f->flusher_cond);
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -116,7 +113,7 @@ static void *flusher_main(void *arg)
 		pthread_cond_timedwait(&f->flusher_cond, &f->lock, &ts);
 		if (f->stopping)
 			break;
-		if (f->dirty || f4_io_flush_wanted(f->fs->io))
+		if (f->dirty)
 			f4_fs_flush(f);
 		f4_io_tick(f->fs->io);
 		cache_tick(&f->inodes);

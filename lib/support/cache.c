@@ -342,8 +342,6 @@ static void cache_reclaim(struct cache *c, size_t keep, int may_flush)
 	size_t excess, taken, scanned, nb, progress, kept, i;
 	LIST_HEAD(dead);
 
-	if (c->hold_dirty)
-		may_flush = 0;
 	while (cache_unreferenced(c) > keep) {
 		excess = cache_unreferenced(c) - keep;
 		taken = scanned = nb = progress = kept = 0;
@@ -479,13 +477,6 @@ out_free:
 void *cache_priv(struct cache *c)
 {
 	return c->priv;
-}
-
-void cache_hold_dirty(struct cache *c, int on)
-{
-	cache_lock(c);
-	c->hold_dirty = !!on;
-	cache_unlock(c);
 }
 
 int cache_destroy(struct cache *c)

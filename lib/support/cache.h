@@ -41,9 +41,8 @@
  *   and flush_errors is counted.  Reclaim writes dirty nodes back in
  *   batches sorted by key, in LRU order; a node it cannot write back (or
  *   that is dirtied again meanwhile) is kept and moved to the MRU end, and
- *   the rest of that pass only takes clean nodes; under cache_hold_dirty()
- *   reclaim skips dirty nodes instead.  A cache without ops->flush treats
- *   every write-back as successful.
+ *   the rest of that pass only takes clean nodes.  A cache without
+ *   ops->flush treats every write-back as successful.
  *
  * Locking rules
  *   - One internal mutex protects every field of struct cache and the
@@ -153,7 +152,6 @@ struct cache {
 	uint64_t reclaimed;
 	uint64_t flushes;
 	uint64_t flush_errors;
-	int hold_dirty;			/* reclaim never writes back */
 };
 
 /* Smallest target the cache shrinks to (unless max_nodes is smaller). */
@@ -168,13 +166,6 @@ struct cache {
 int cache_init(struct cache *c, const struct cache_ops *ops, size_t max_nodes,
 	       void *priv);
 void *cache_priv(struct cache *c);
-/*
- * With @on, reclaim leaves dirty nodes alone: they are written back only
- * by cache_flush(), cache_purge() or cache_destroy(), so the
- * user decides when (and in what company) they reach the backing store.
- * The cache then grows past its target while the dirty nodes don't fit.
- */
-void cache_hold_dirty(struct cache *c, int on);
 /*
  * Flush dirty nodes and release every node; returns the first flush error
  * (nodes are released even if their write-back failed).  All nodes must

@@ -552,45 +552,6 @@ static void test_dirty(void)
 	EXPECT_FLUSHED(&t, 1, 3, 12, 13, 9, 10, 11, 8);
 }
 
-/* cache_hold_dirty(): reclaim passes dirty nodes by; only flushes write */
-static void test_hold_dirty(void)
-{
-	struct cache c;
-	struct tctx t;
-	uint64_t k;
-
-	current_test = "hold_dirty";
-	setup(&c, &t, 4);
-	cache_hold_dirty(&c, 1);
-	for (k = 1; k <= 4; k++)
-		touch_dirty(&c, k);
-	/* the cache is full of dirty nodes: new ones come in beside them */
-	touch(&c, 5);
-	touch(&c, 6);
-	CHECK_EQ(t.nflush, 0);
-	CHECK_EQ(stats(&c).dirty, 4);
-	CHECK(stats(&c).nodes >= 4);
-	cache_tick(&c);
-	cache_set_max(&c, 2);
-	CHECK_EQ(t.nflush, 0);
-	for (k = 1; k <= 4; k++)
-		CHECK(incore(&c, k));
-	/* a flush writes them all, in key order; then reclaim may free them */
-	CHECK_EQ(cache_flush(&c), 0);
-	EXPECT_FLUSHED(&t, 1, 2, 3, 4);
-	CHECK_EQ(stats(&c).dirty, 0);
-	cache_tick(&c);
-	CHECK(stats(&c).nodes <= 2);
-	/* back to normal: reclaim writes dirty nodes back again */
-	cache_hold_dirty(&c, 0);
-	touch_dirty(&c, 7);
-	touch(&c, 8);
-	touch(&c, 9);
-	touch(&c, 10);
-	EXPECT_FLUSHED(&t, 1, 2, 3, 4, 7);
-	teardown(&c, &t);
-}
-
 static void test_flush_order(void)
 {
 	static const uint64_t keys[] = { 50, 3, 17, 9, 1000, 2, 1ULL << 40 };
@@ -1457,7 +1418,6 @@ int main(void)
 	test_refcount();
 	test_lru();
 	test_dirty();
-	test_hold_dirty();
 	test_flush_order();
 	test_flush_error();
 	test_redirty_reclaim();
