@@ -125,11 +125,22 @@ struct f4_entry {
 	struct stat attr;
 };
 
-/* In-core inode record: one per inode the kernel knows or has open. */
+/* The kernel's lookup counts (lookups.c): ino -> count, 8 bytes each. */
+struct f4_lookup_slot;
+struct f4_lookups {
+	struct f4_lookup_slot *slots;
+	size_t size;			/* slots, a power of two, or 0 */
+	size_t used;
+};
+
+/*
+ * In-core inode record: for inodes open, orphaned or otherwise needing
+ * more than a lookup count (those are in f4fs.lookups), plus a bounded
+ * number of unreferenced ones kept for reuse.
+ */
 struct f4_inode {
 	struct cache_node cnode;
 	ext2_ino_t ino;
-	uint64_t nlookup;		/* kernel references (lookup count) */
 	unsigned int nopen;		/* open files and directories */
 	unsigned int flags;
 	struct list_head orphan_link;	/* on f4fs.orphans when F4I_ORPHAN */
@@ -142,7 +153,6 @@ struct f4_inode {
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
-#define F4I_PINNED	0x2		/* holds a cache reference for nlookup */
 
 /* An open file. */
 struct f4_file {
@@ -192,6 +202,7 @@ struct f4fs {
 	unsigned int blocksize;
 	unsigned int inode_size;
 	struct cache inodes;		/* struct f4_inode records */
+	struct f4_lookups lookups;	/* the kernel's lookup counts */
 	struct list_head orphans;	/* in-core orphan list (orphan.c) */
 	int dirty;			/* metadata changed since last flush */
 	uint16_t mount_state;		/* s_state when mounted */
@@ -275,6 +286,13 @@ int f4_fill_entry_unlinked(struct f4fs *f, ext2_ino_t ino,
 			   struct f4_entry *e);
 int f4_lookup_ref(struct f4fs *f, ext2_ino_t ino);
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup);
+uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino);
+
+/* lookups.c */
+void f4_lookups_free(struct f4_lookups *t);
+uint32_t f4_lookups_get(const struct f4_lookups *t, ext2_ino_t ino);
+int f4_lookups_inc(struct f4_lookups *t, ext2_ino_t ino);
+uint32_t f4_lookups_dec(struct f4_lookups *t, ext2_ino_t ino, uint64_t n);
 int f4_getattr(struct f4fs *f, ext2_ino_t ino, struct stat *st);
 
 #define F4_SET_MODE	(1 << 0)

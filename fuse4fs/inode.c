@@ -53,7 +53,7 @@ int f4_inode_init_cache(struct f4fs *f)
 	 * Referenced records are never reclaimed, so this only bounds how
 	 * many unreferenced ones linger for reuse.
 	 */
-	if (cache_init(&f->inodes, &irec_ops, 65536, f))
+	if (cache_init(&f->inodes, &irec_ops, 16384, f))
 		return -ENOMEM;
 	return 0;
 }
@@ -67,6 +67,7 @@ void f4_inode_destroy_cache(struct f4fs *f)
 		f4_log(7, "%zu inode records still referenced at unmount",
 		       st.referenced);
 	cache_destroy(&f->inodes);
+	f4_lookups_free(&f->lookups);
 }
 
 struct f4_inode *f4_iget(struct f4fs *f, ext2_ino_t ino)
@@ -93,31 +94,24 @@ void f4_iput(struct f4fs *f, struct f4_inode *inode)
 /* The kernel now holds one more reference to ino. */
 int f4_lookup_ref(struct f4fs *f, ext2_ino_t ino)
 {
-	struct f4_inode *in = f4_iget(f, ino);
+	return f4_lookups_inc(&f->lookups, ino);
+}
 
-	if (!in)
-		return -ENOMEM;
-	in->nlookup++;
-	if (in->flags & F4I_PINNED)
-		f4_iput(f, in);
-	else
-		in->flags |= F4I_PINNED;	/* keep this reference */
-	return 0;
+uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino)
+{
+	return f4_lookups_get(&f->lookups, ino);
 }
 
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup)
 {
-	struct f4_inode *in = f4_iget_incore(f, ino);
+	struct f4_inode *in;
 
+	if (f4_lookups_dec(&f->lookups, ino, nlookup))
+		return 0;
+	/* the kernel let go: an orphan it was the last user of goes now */
+	in = f4_iget_incore(f, ino);
 	if (!in)
 		return 0;
-	if (nlookup > in->nlookup)
-		nlookup = in->nlookup;
-	in->nlookup -= nlookup;
-	if (!in->nlookup && (in->flags & F4I_PINNED)) {
-		in->flags &= ~F4I_PINNED;
-		f4_iput(f, in);
-	}
 	f4_maybe_free(f, in);
 	f4_iput(f, in);
 	return 0;

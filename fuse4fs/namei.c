@@ -276,7 +276,12 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 		return f4_write_inode(f, ino, inode);
 
 	rec = f4_iget_incore(f, ino);
-	if (rec && (rec->nopen || rec->nlookup)) {
+	if ((rec && rec->nopen) || f4_nlookup(f, ino)) {
+		/* still known to the kernel: an orphan until it lets go */
+		if (!rec)
+			rec = f4_iget(f, ino);
+		if (!rec)
+			return -ENOMEM;
 		ret = f4_orphan_add(f, rec, inode);
 		f4_iput(f, rec);
 		return ret;

@@ -380,7 +380,8 @@ static int release_orphan(struct f4fs *f, struct f4_inode *rec)
  */
 int f4_maybe_free(struct f4fs *f, struct f4_inode *rec)
 {
-	if (!(rec->flags & F4I_ORPHAN) || rec->nopen || rec->nlookup)
+	if (!(rec->flags & F4I_ORPHAN) || rec->nopen ||
+	    f4_nlookup(f, rec->ino))
 		return 0;
 	if (f->ro)
 		return 0;		/* freed at the next rw mount */
