@@ -160,26 +160,16 @@ def crash_daemon(fs, holders=()):
             fs.image)
 
 
-def hold_unlinked(mnt, names, sizes, seed=0):
-    """Fork a child that creates the files, writes them, unlinks them,
-    fsyncs the files and the directory (so that the unlinks and the orphan
-    records reach the image) and then holds them open until killed.
-    Returns the child's pid once all that is done."""
+def hold_after(setup):
+    """Fork a child that runs setup() (opening what it must keep open),
+    then holds it all until killed.  Returns the child's pid once setup()
+    is done; if it raised, kills the child and fails with its error."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            fds = []
-            for i, (n, size) in enumerate(zip(names, sizes)):
-                p = os.path.join(mnt, n)
-                fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                os.write(fd, pattern(size, seed + i))
-                os.unlink(p)
-                fds.append(fd)
-            for fd in fds:
-                os.fsync(fd)
-            fsync_dir(mnt)
+            setup()
             os.write(w, b"k")
             while True:
                 time.sleep(60)
@@ -195,6 +185,25 @@ def hold_unlinked(mnt, names, sizes, seed=0):
         os.waitpid(pid, 0)
         raise AssertionError("holder child failed: %r" % msg)
     return pid
+
+
+def hold_unlinked(mnt, names, sizes, seed=0):
+    """Fork a child that creates the files, writes them, unlinks them,
+    fsyncs the files and the directory (so that the unlinks and the orphan
+    records reach the image) and then holds them open until killed.
+    Returns the child's pid once all that is done."""
+    def setup():
+        fds = []
+        for i, (n, size) in enumerate(zip(names, sizes)):
+            p = os.path.join(mnt, n)
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, pattern(size, seed + i))
+            os.unlink(p)
+            fds.append(fd)
+        for fd in fds:
+            os.fsync(fd)
+        fsync_dir(mnt)
+    return hold_after(setup)
 
 
 # ---------------------------------------------------------------------------
@@ -449,38 +458,24 @@ def test_orphan_file_full_falls_back_to_chain(fs_unmounted):
     fs.mount()
     i0 = ffree(fs.mnt)
     n, closed = 1100, 300
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-            fds = []
-            for i in range(n):
-                p = fs.path("o%04d" % i)
-                fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-                os.write(fd, pattern(i % 3 * 5000, i))
-                fds.append(fd)
-            for i in range(n):
-                os.unlink(fs.path("o%04d" % i))
-            for i in random.Random(3).sample(range(n), closed):
-                os.close(fds[i])
-                fds[i] = None
-            wait_free_inodes(fs.mnt, i0 - (n - closed))
-            os.fsync([fd for fd in fds if fd is not None][0])
-            fsync_dir(fs.mnt)
-            os.write(w, b"k")
-            while True:
-                time.sleep(60)
-        except BaseException as e:      # noqa: BLE001
-            os.write(w, ("E%r" % e).encode())
-        os._exit(1)
-    os.close(w)
-    msg = os.read(r, 4096)
-    os.close(r)
-    if msg != b"k":
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("child: %r" % msg)
+
+    def setup():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+        fds = []
+        for i in range(n):
+            p = fs.path("o%04d" % i)
+            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            os.write(fd, pattern(i % 3 * 5000, i))
+            fds.append(fd)
+        for i in range(n):
+            os.unlink(fs.path("o%04d" % i))
+        for i in random.Random(3).sample(range(n), closed):
+            os.close(fds[i])
+            fds[i] = None
+        wait_free_inodes(fs.mnt, i0 - (n - closed))
+        os.fsync([fd for fd in fds if fd is not None][0])
+        fsync_dir(fs.mnt)
+    pid = hold_after(setup)
     crash_daemon(fs, holders=[pid])
     first, present = orphan_state(fs.image)
     assert first and present, "expected both the orphan file and the " \

@@ -15,9 +15,7 @@ so linkat(2) is called through ctypes here.
 import ctypes
 import errno
 import os
-import signal
 import stat
-import time
 
 import pytest
 
@@ -195,27 +193,13 @@ def test_tmpfile_open_at_crash_is_freed_by_next_mount(fs_unmounted, form):
     fs = fs_unmounted
     sb0 = TO.sb_counts(fs.image)
     fs.mount()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            fd = os.open(fs.mnt, os.O_TMPFILE | os.O_RDWR, 0o600)
-            os.write(fd, pattern(2 << 20, 3))
-            os.fsync(fd)
-            TO.fsync_dir(fs.mnt)
-            os.write(w, b"k")
-            while True:
-                time.sleep(60)
-        except BaseException as e:      # noqa: BLE001
-            os.write(w, ("E%r" % e).encode())
-        os._exit(1)
-    os.close(w)
-    msg = os.read(r, 4096)
-    os.close(r)
-    if msg != b"k":
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("child: %r" % msg)
+
+    def setup():
+        fd = os.open(fs.mnt, os.O_TMPFILE | os.O_RDWR, 0o600)
+        os.write(fd, pattern(2 << 20, 3))
+        os.fsync(fd)
+        TO.fsync_dir(fs.mnt)
+    pid = TO.hold_after(setup)
     TO.crash_daemon(fs, holders=[pid])
     first, present = TO.orphan_state(fs.image)
     assert first or present, "the O_TMPFILE inode is not on the orphan list"
@@ -237,28 +221,14 @@ def test_linked_tmpfile_leaves_no_orphan(fs_unmounted):
     fs = fs_unmounted
     fs.mount()
     data = pattern(300000, 9)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            fd = os.open(fs.mnt, os.O_TMPFILE | os.O_RDWR, 0o644)
-            os.write(fd, data)
-            link_fd(fd, fs.path("kept"))
-            os.fsync(fd)
-            TO.fsync_dir(fs.mnt)
-            os.write(w, b"k")
-            while True:
-                time.sleep(60)
-        except BaseException as e:      # noqa: BLE001
-            os.write(w, ("E%r" % e).encode())
-        os._exit(1)
-    os.close(w)
-    msg = os.read(r, 4096)
-    os.close(r)
-    if msg != b"k":
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("child: %r" % msg)
+
+    def setup():
+        fd = os.open(fs.mnt, os.O_TMPFILE | os.O_RDWR, 0o644)
+        os.write(fd, data)
+        link_fd(fd, fs.path("kept"))
+        os.fsync(fd)
+        TO.fsync_dir(fs.mnt)
+    pid = TO.hold_after(setup)
     TO.crash_daemon(fs, holders=[pid])
     assert TO.orphan_state(fs.image) == (0, False)
     pos = TO.log_pos(fs)
