@@ -57,9 +57,29 @@ void f4_log(int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Checksum failures get a code of their own in the superblock. */
+static int is_bad_checksum(errcode_t err)
+{
+	switch (err) {
+	case EXT2_ET_INODE_CSUM_INVALID:
+	case EXT2_ET_INODE_BITMAP_CSUM_INVALID:
+	case EXT2_ET_EXTENT_CSUM_INVALID:
+	case EXT2_ET_DIR_CSUM_INVALID:
+	case EXT2_ET_EXT_ATTR_CSUM_INVALID:
+	case EXT2_ET_SB_CSUM_INVALID:
+	case EXT2_ET_BLOCK_BITMAP_CSUM_INVALID:
+	case EXT2_ET_MMP_CSUM_INVALID:
+	case EXT2_ET_BAD_CRC:
+		return 1;
+	}
+	return 0;
+}
+
 /* Codes that mean the on-disk metadata is not what it should be. */
 static int is_corruption(errcode_t err)
 {
+	if (is_bad_checksum(err))
+		return 1;
 	switch (err) {
 	case EXT2_ET_DIR_CORRUPTED:
 	case EXT2_ET_BAD_BLOCK_NUM:
@@ -74,14 +94,6 @@ static int is_corruption(errcode_t err)
 	case EXT2_ET_EXTENT_HEADER_BAD:
 	case EXT2_ET_EXTENT_INDEX_BAD:
 	case EXT2_ET_EXTENT_LEAF_BAD:
-	case EXT2_ET_INODE_CSUM_INVALID:
-	case EXT2_ET_INODE_BITMAP_CSUM_INVALID:
-	case EXT2_ET_EXTENT_CSUM_INVALID:
-	case EXT2_ET_DIR_CSUM_INVALID:
-	case EXT2_ET_EXT_ATTR_CSUM_INVALID:
-	case EXT2_ET_SB_CSUM_INVALID:
-	case EXT2_ET_BLOCK_BITMAP_CSUM_INVALID:
-	case EXT2_ET_MMP_CSUM_INVALID:
 	case EXT2_ET_BAD_EA_HASH:
 	case EXT2_ET_BAD_EA_HEADER:
 	case EXT2_ET_EA_BAD_VALUE_OFFSET:
@@ -89,7 +101,6 @@ static int is_corruption(errcode_t err)
 	case EXT2_ET_EA_BAD_NAME_LEN:
 	case EXT2_ET_INODE_IS_GARBAGE:
 	case EXT2_ET_FILESYSTEM_CORRUPTED:
-	case EXT2_ET_BAD_CRC:
 	case EXT2_ET_INODE_CORRUPTED:
 	case EXT2_ET_EA_INODE_CORRUPTED:
 	case EXT2_ET_EXTENT_CYCLE:
@@ -176,23 +187,6 @@ static int already_noted(struct f4fs *f, ext2_ino_t ino, int what)
 	return 0;
 }
 
-/* Checksum failures get a code of their own in the superblock. */
-static int is_bad_checksum(errcode_t err)
-{
-	switch (err) {
-	case EXT2_ET_INODE_CSUM_INVALID:
-	case EXT2_ET_INODE_BITMAP_CSUM_INVALID:
-	case EXT2_ET_EXTENT_CSUM_INVALID:
-	case EXT2_ET_DIR_CSUM_INVALID:
-	case EXT2_ET_EXT_ATTR_CSUM_INVALID:
-	case EXT2_ET_SB_CSUM_INVALID:
-	case EXT2_ET_BLOCK_BITMAP_CSUM_INVALID:
-	case EXT2_ET_MMP_CSUM_INVALID:
-	case EXT2_ET_BAD_CRC:
-		return 1;
-	}
-	return 0;
-}
 
 /* s_{first,last}_error_errcode holds ext4's EXT4_ERR_* numbers, not errno */
 enum {
