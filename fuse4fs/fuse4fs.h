@@ -89,10 +89,12 @@ struct f4_opts {
 	char *fuse_mount_opts;		/* what goes to the kernel's mount */
 	unsigned int commit_interval;	/* seconds between flushes */
 	unsigned int max_threads;
+	unsigned int spin_us;		/* poll for the next request this long */
 };
 
 #define F4_DEFAULT_CACHE_SIZE	(64ULL << 20)
 #define F4_DEFAULT_COMMIT	5
+#define F4_DEFAULT_SPIN_US	50
 #define F4_DCACHE_LIMIT		(32ULL << 20)
 
 int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
@@ -160,6 +162,8 @@ struct f4_file {
 	int flags;			/* open(2) flags */
 	int may_reserve;		/* opener may use the root reserve */
 	int direct_io;			/* bypass the kernel's page cache */
+	uint64_t next_read;		/* byte after the last read */
+	blk64_t ra_end;			/* device readahead asked up to here */
 };
 
 /* An open directory: a snapshot of its entries, taken at offset 0. */

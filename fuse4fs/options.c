@@ -24,7 +24,7 @@ enum opt_id {
 	O_WRITEBACK, O_NOWRITEBACK,
 	O_SYNC, O_ASYNC, O_CACHE_SIZE, O_DIRECT, O_LOCKFILE, O_MINIXDF,
 	O_BSDDF, O_NORECOVERY, O_NOLOAD, O_DEBUG, O_OFFSET, O_PARTITION,
-	O_COMMIT, O_THREADS, O_NOATIME, O_RELATIME, O_STRICTATIME, O_ATIME,
+	O_COMMIT, O_THREADS, O_SPIN, O_NOATIME, O_RELATIME, O_STRICTATIME, O_ATIME,
 	O_NODIRATIME, O_SUID, O_NOSUID, O_DEV, O_NODEV, O_EXEC, O_NOEXEC,
 	O_FSNAME, O_SUBTYPE, O_AUTO_UNMOUNT, O_NOAUTO_UNMOUNT, O_USER_XATTR,
 	O_FUSEBLK, O_NOFUSEBLK,
@@ -78,6 +78,9 @@ static const struct opt_desc opt_table[] = {
 	{ "commit", "SECONDS", O_COMMIT,
 	  "seconds between background writes (default 5)" },
 	{ "threads", "N", O_THREADS, "worker threads (default 1)" },
+	{ "spin", "USEC", O_SPIN,
+	  "after a request, poll this long for the next before sleeping "
+	  "(default 50, 0: never)" },
 	{ "noatime", NULL, O_NOATIME, "don't update access times" },
 	{ "relatime", NULL, O_RELATIME,
 	  "update access times lazily (the default)" },
@@ -302,6 +305,11 @@ static int apply_opt(struct parse_state *ps, const struct opt_desc *d,
 			return bad_value(name, val, "a number from 1 to 64");
 		o->max_threads = n;
 		break;
+	case O_SPIN:
+		if (parse_number(val, &n) || n > 10000)
+			return bad_value(name, val, "microseconds, 0 to 10000");
+		o->spin_us = n;
+		break;
 	case O_NOATIME: o->noatime = 1; o->strictatime = 0; break;
 	case O_RELATIME:
 	case O_ATIME: o->noatime = 0; o->strictatime = 0; break;
@@ -427,6 +435,7 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *o)
 	o->auto_unmount = 1;
 	o->fuseblk = 1;
 	o->max_threads = 1;
+	o->spin_us = F4_DEFAULT_SPIN_US;
 	o->commit_interval = F4_DEFAULT_COMMIT;
 
 	for (i = 1; i < argc; i++) {

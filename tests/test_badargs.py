@@ -131,6 +131,10 @@ CASES = [
      r"commit", False),
     ("threads-0", ["-o", "threads=0", "{img}", "{mnt}"], EXIT_USAGE,
      r"threads", False),
+    ("spin-too-long", ["-o", "spin=20000", "{img}", "{mnt}"], EXIT_USAGE,
+     r"spin", False),
+    ("spin-negative", ["-o", "spin=-1", "{img}", "{mnt}"], EXIT_USAGE,
+     r"spin", False),
     ("ro-with-value", ["-o", "ro=1", "{img}", "{mnt}"], EXIT_USAGE,
      r"ro", False),
     # unknown options

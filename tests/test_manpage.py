@@ -40,6 +40,7 @@ SAMPLES = {
     "partition": "1",
     "commit": "10",
     "threads": "2",
+    "spin": "0",
     "fsname": "sample",
     "subtype": "sample",
 }
@@ -317,7 +318,8 @@ def test_made_up_flag_rejected():
 def test_bad_value_rejected():
     need(BIN)
     for arg in ("errors=sometimes", "threads=0", "commit=601",
-                "cache_size=1k", "partition=129"):
+                "cache_size=1k", "partition=129", "spin=10001",
+                "spin=fast"):
         r = run([BIN, "-o", arg, NO_DEV, NO_MNT])
         assert r.returncode == 1 and "invalid value" in r.stderr, (arg, r.stderr)
 
