@@ -411,6 +411,39 @@ static int update_atime(struct f4fs *f, ext2_ino_t ino,
 	return f4_write_inode(f, ino, inode);
 }
 
+/*
+ * Sequential reads: have the device's page cache fetch the blocks that
+ * come next while this request is copied out and the kernel sends the
+ * next one.  The kernel's readahead on the FUSE file asks for one
+ * max_readahead window at a time and each of those waits for a disk read
+ * here; this keeps the disk a window ahead instead.
+ */
+#define F4_DATA_READAHEAD	(8 << 20)
+
+static void readahead_data(struct f4fs *f, struct f4_file *fh, ext2_ino_t ino,
+			   struct ext2_inode_large *inode, blk64_t next,
+			   uint64_t isize)
+{
+	blk64_t window = F4_DATA_READAHEAD / f->blocksize;
+	blk64_t eof = (isize + f->blocksize - 1) / f->blocksize;
+	blk64_t lblk = fh->ra_end > next ? fh->ra_end : next;
+	blk64_t end = next + window < eof ? next + window : eof;
+	struct f4_map map;
+
+	if (fh->ra_end > next + window / 2)
+		return;		/* still far enough ahead */
+	while (lblk < end) {
+		if (f4_map_blocks(f, ino, inode, lblk, end - lblk, &map) ||
+		    !map.len)
+			break;
+		if (map.pblk && !map.unwritten)
+			io_channel_cache_readahead(f->fs->io, map.pblk,
+						   map.len);
+		lblk += map.len;
+	}
+	fh->ra_end = lblk;
+}
+
 ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 		off_t off)
 {
@@ -456,8 +489,13 @@ ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 	free(bounce);
 	got = ret ? ret : (ssize_t)size;
 done:
-	if (got > 0)
+	if (got > 0) {
+		if ((uint64_t)off == fh->next_read && !is_inline(&inode))
+			readahead_data(f, fh, ino, &inode,
+				       (off + got - 1) / f->blocksize + 1, isize);
+		fh->next_read = off + got;
 		update_atime(f, ino, &inode);
+	}
 	return got;
 }
 

@@ -5,6 +5,7 @@
 #define F4_MOUNT_H
 
 #include <limits.h>
+#include <stddef.h>
 
 struct f4_mount {
 	int blkdev;			/* fuseblk: umount waits for us */
@@ -22,5 +23,6 @@ int f4_mount_direct(struct f4fs *f, struct f4_mount *m,
 void f4_mount_finish(struct f4fs *f, struct f4_mount *m,
 		     struct fuse_session *se);
 void f4_stop_watchdog(int fd);
+size_t f4_tune_readahead(struct f4fs *f);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "fuse4fs.h"
 #include "ops.h"
+#include "mount.h"
 
 #define CACHE_TIMEOUT	86400.0
 
@@ -115,6 +116,7 @@ static void reply_err(fuse_req_t req, int ret)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct f4fs *f = userdata;
+	size_t ra;
 
 	/*
 	 * HANDLE_KILLPRIV: fuse4fs drops setuid/setgid itself on write,
@@ -158,8 +160,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		       "the kernel does not offer it" :
 		       "blocks are smaller than a page");
 	conn->max_write = 1 << 20;
-	conn->max_readahead = 1 << 20;
 	conn->time_gran = 1;
+	ra = f4_tune_readahead(f);
+	conn->max_readahead = ra > (1 << 20) ? ra : 1 << 20;
 }
 
 static void op_destroy(void *userdata)
