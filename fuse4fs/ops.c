@@ -729,9 +729,16 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 			len = fuse_add_direntry(req, buf + used, size - used,
 						name, &e.attr, off + 1);
 		} else {
-			int bare = dot;
+			/*
+			 * An inode the kernel holds already has current
+			 * attributes there (fuse4fs invalidates them itself
+			 * where they change behind the kernel's back):
+			 * listing it bare spares a stat here and a dentry
+			 * refresh in the kernel, most of a warm find or ls.
+			 */
+			int bare = dot || f4_nlookup(f, de->ino);
 
-			if (!dot) {
+			if (!bare) {
 				ret = f4_fill_entry(f, de->ino, &e);
 				/*
 				 * A damaged inode still has its name listed,

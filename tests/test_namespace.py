@@ -220,6 +220,54 @@ def test_hardlinks(fs):
     assert nlink(b) == 1 and read_file(b) == b"second version+tail"
 
 
+def test_listing_after_changes_through_other_names(fs):
+    """ls -l of a directory whose files the kernel already knows (listed
+    without attributes) and files it doesn't (listed with them): every
+    name shows the current attributes, also for hard links changed
+    through a name in another directory, before and after a remount."""
+    os.mkdir(fs.path("d"))
+    os.mkdir(fs.path("other"))
+    for i in range(40):
+        write_file(fs.path("d", "f%d" % i), b"x" * i)
+    for i in range(0, 40, 4):
+        os.link(fs.path("d", "f%d" % i), fs.path("other", "l%d" % i))
+
+    def listing():
+        out = {}
+        with os.scandir(fs.path("d")) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                out[e.name] = (e.inode(), st.st_ino, stat.S_IMODE(st.st_mode),
+                               st.st_nlink, st.st_size, st.st_uid)
+        return out
+
+    for round_ in range(2):
+        before = listing()
+        assert len(before) == 40
+        for i in range(0, 40, 4):      # change through the other name
+            lp = fs.path("other", "l%d" % i)
+            os.chmod(lp, 0o640 - round_)
+            os.chown(lp, 1000 + i, 1000)
+            with open(lp, "ab") as f:
+                f.write(b"more")
+            if i % 8 == 0:
+                os.link(lp, fs.path("other", "m%d.%d" % (i, round_)))
+        after = listing()
+        for i in range(40):
+            name = "f%d" % i
+            d_ino, ino_, mode, nl, size, uid = after[name]
+            assert d_ino == ino_ == before[name][0]
+            if i % 4:
+                assert after[name] == before[name], name
+                continue
+            assert mode == 0o640 - round_, name
+            assert uid == 1000 + i, name
+            assert size == i + 4 * (round_ + 1), name
+            assert nl == 2 + (round_ + 1 if i % 8 == 0 else 0), name
+        fs.remount()
+        assert listing() == after
+
+
 # ---------------------------------------------------------------------------
 # symlinks
 
