@@ -94,7 +94,7 @@ struct f4_opts {
 
 #define F4_DEFAULT_CACHE_SIZE	(64ULL << 20)
 #define F4_DEFAULT_COMMIT	5
-#define F4_DEFAULT_SPIN_US	50
+#define F4_DEFAULT_SPIN_US	100
 #define F4_DCACHE_LIMIT		(32ULL << 20)
 
 int f4_parse_options(int argc, char **argv, struct f4_opts *opts);

@@ -80,7 +80,7 @@ static const struct opt_desc opt_table[] = {
 	{ "threads", "N", O_THREADS, "worker threads (default 1)" },
 	{ "spin", "USEC", O_SPIN,
 	  "after a request, poll this long for the next before sleeping "
-	  "(default 50, 0: never)" },
+	  "(default 100, 0: never)" },
 	{ "noatime", NULL, O_NOATIME, "don't update access times" },
 	{ "relatime", NULL, O_RELATIME,
 	  "update access times lazily (the default)" },
