@@ -17,6 +17,12 @@
  *   f4bench stat   DIR N       lstat() those N names
  *   f4bench unlink DIR N       unlink() those N names
  *   f4bench walk   DIR         lstat() every entry below DIR (nftw)
+ *   f4bench xattr  FILE N      N lgetxattr(FILE, "security.selinux"), each
+ *                              ENODATA: on FUSE one round trip apiece
+ *   f4bench pingpong N         one-byte round trips over two pipes to a
+ *                              child that polls its end without sleeping,
+ *                              median of 5 batches of N: the machine's
+ *                              floor for a cross-CPU wake-up
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 static void die(const char *what, const char *name)
@@ -165,8 +174,80 @@ static int cmd_walk(const char *dir)
 	return 0;
 }
 
+static int cmd_xattr(const char *file, unsigned long n)
+{
+	char buf[256];
+	unsigned long i;
+
+	for (i = 0; i < n; i++)
+		if (lgetxattr(file, "security.selinux", buf, sizeof(buf)) >= 0 ||
+		    errno != ENODATA)
+			die("lgetxattr (expected ENODATA)", file);
+	printf("calls %lu\n", n);
+	return 0;
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Median over 5 batches of n round trips: one batch is easily disturbed. */
+static int cmd_pingpong(unsigned long n)
+{
+	int to[2], back[2], status, b;
+	double t[5];
+	unsigned long i;
+	pid_t pid;
+	char c = 'x';
+
+	if (pipe(to) || pipe(back))
+		die("pipe", "");
+	pid = fork();
+	if (pid < 0)
+		die("fork", "");
+	if (!pid) {
+		fcntl(to[0], F_SETFL, O_NONBLOCK);
+		for (i = 0; i < 5 * n; i++) {
+			while (read(to[0], &c, 1) != 1)
+				;
+			if (write(back[1], &c, 1) != 1)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	for (b = 0; b < 5; b++) {
+		double t0 = now_us();
+
+		for (i = 0; i < n; i++)
+			if (write(to[1], &c, 1) != 1 ||
+			    read(back[0], &c, 1) != 1)
+				die("pipe round trip", "");
+		t[b] = (now_us() - t0) / n;
+	}
+	if (waitpid(pid, &status, 0) != pid || status)
+		die("child", "");
+	qsort(t, 5, sizeof(t[0]), cmp_double);
+	printf("us_per_round_trip %.2f\n", t[2]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "xattr"))
+		return cmd_xattr(argv[2], strtoul(argv[3], NULL, 10));
+	if (argc == 3 && !strcmp(argv[1], "pingpong"))
+		return cmd_pingpong(strtoul(argv[2], NULL, 10));
 	if (argc == 3 && !strcmp(argv[1], "lstat"))
 		return cmd_lstat(argv[2]);
 	if (argc == 3 && !strcmp(argv[1], "link"))
@@ -179,6 +260,6 @@ int main(int argc, char **argv)
 		return cmd_bigdir(argv[1], argv[2],
 				  strtoul(argv[3], NULL, 10));
 	fprintf(stderr, "usage: f4bench lstat|link LIST | walk DIR | "
-		"create|stat|unlink DIR N\n");
+		"create|stat|unlink DIR N | xattr FILE N | pingpong N\n");
 	return 2;
 }
