@@ -1827,6 +1827,33 @@ static int reduce_try(const char *logpath, const uint32_t *idx, uint64_t n,
 }
 
 /*
+ * Most of a long history before the failure is irrelevant: find by
+ * bisection the latest start from which the tail alone still fails (a
+ * heuristic, the failure need not be monotonic in the start) and keep
+ * that tail.  Costs log2(n) replays where plain chunk removal costs many.
+ */
+static uint64_t trim_prefix(const char *logpath, uint32_t *idx, uint64_t n,
+			    double t0)
+{
+	uint64_t lo = 0, hi = n - 1, mid;	/* the tail from lo fails */
+
+	while (lo < hi && now() - t0 < cfg.reduce_time) {
+		mid = lo + (hi - lo + 1) / 2;
+		if (reduce_try(logpath, idx + mid, n - mid, 0))
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	if (lo) {
+		memmove(idx, idx + lo, (n - lo) * sizeof(*idx));
+		if (cfg.verbose)
+			out2("f4fsx: reduce: the last %" PRIu64 " ops still "
+			     "fail\n", n - lo);
+	}
+	return n - lo;
+}
+
+/*
  * Delta debugging over the op history up to the failure: remove chunks of
  * ops while the replay on a fresh file system still fails, halving the
  * chunks when none can go, until single ops cannot be removed or the
@@ -1871,6 +1898,7 @@ static void reduce(void)
 		     n);
 		goto out;
 	}
+	n = trim_prefix(logpath, idx, n, t0);
 	while (n >= 2) {
 		if (now() - t0 > cfg.reduce_time) {
 			out2("f4fsx: reduction time budget spent\n");
