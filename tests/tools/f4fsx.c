@@ -161,6 +161,7 @@ static struct {
 	int		reduce;
 	double		reduce_time;
 	const char	*reduce_out;
+	uint64_t	remount_every;	/* -M: mean ops between remounts */
 	int		reduce_child;	/* replay skips ops that do not fit */
 	const char	*self;		/* argv[0], for the reduction replays */
 } cfg = {
@@ -1426,6 +1427,11 @@ again:
 		return;
 	}
 	npending = pending_next = 0;
+	if (cfg.remount_every && !cfg.disabled[OP_REMOUNT] &&
+	    !rnd_below(cfg.remount_every)) {
+		op->type = OP_REMOUNT;
+		return;
+	}
 	t = pick_type();
 	if (is_generator(t)) {
 		if (t == OP_PBURST)
@@ -1991,6 +1997,8 @@ static void usage(int status)
 "                 zero 4 zerokeep 4 fsync 2 fdatasync 2 reopen 3 seek 6\n"
 "                 dread 4 dwrite 4 collapse 2 insert 2 remount 1 pburst 1\n"
 "                 frag 1)\n"
+"  -M n           with --remount-cmd: remount after 1 in n ops on average\n"
+"                 (instead of by the remount weight)\n"
 "  --remount-cmd CMD  enables the remount op: close every file, run CMD\n"
 "                 (sh -c; it must unmount DIR, run e2fsck -fn, mount again\n"
 "                 and exit 0), then check every file in full\n"
@@ -2122,7 +2130,7 @@ static void parse_args(int argc, char **argv)
 	uint64_t v;
 	char *colon, *arg;
 
-	while ((c = getopt_long(argc, argv, "N:S:f:l:o:b:p:WRx:w:vL:nhU:", lopts,
+	while ((c = getopt_long(argc, argv, "N:S:f:l:o:b:p:WRx:w:vL:nhU:M:", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'N':
@@ -2173,6 +2181,11 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'U':
 			unsupported_ops(optarg);
+			break;
+		case 'M':
+			if (parse_size(optarg, &cfg.remount_every) ||
+			    !cfg.remount_every)
+				die("bad -M '%s'", optarg);
 			break;
 		case LO_REMOUNT:
 			cfg.remount_cmd = optarg;
@@ -2252,6 +2265,8 @@ static void parse_args(int argc, char **argv)
 		cfg.maxop = cfg.maxlen;
 	if (!cfg.remount_cmd)
 		cfg.disabled[OP_REMOUNT] = 1;
+	else if (cfg.remount_every)
+		optab[OP_REMOUNT].weight = 0;
 	else if (!remount_weight)
 		optab[OP_REMOUNT].weight = 1;
 	if (cfg.reduce && !cfg.fresh_cmd)
