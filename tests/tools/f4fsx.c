@@ -1421,17 +1421,18 @@ static void gen_op(struct op *op)
 	int t;
 
 	memset(op, 0, sizeof(*op));
+	/* -M: a remount may come anywhere, in a generator's burst too */
+	if (cfg.remount_every && !cfg.disabled[OP_REMOUNT] &&
+	    !rnd_below(cfg.remount_every)) {
+		op->type = OP_REMOUNT;
+		return;
+	}
 again:
 	if (pending_next < npending) {
 		*op = pending[pending_next++];
 		return;
 	}
 	npending = pending_next = 0;
-	if (cfg.remount_every && !cfg.disabled[OP_REMOUNT] &&
-	    !rnd_below(cfg.remount_every)) {
-		op->type = OP_REMOUNT;
-		return;
-	}
 	t = pick_type();
 	if (is_generator(t)) {
 		if (t == OP_PBURST)
@@ -1905,6 +1906,7 @@ static void reduce(void)
 		goto out;
 	}
 	n = trim_prefix(logpath, idx, n, t0);
+	done = n == 1;
 	while (n >= 2) {
 		if (now() - t0 > cfg.reduce_time) {
 			out2("f4fsx: reduction time budget spent\n");
