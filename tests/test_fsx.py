@@ -38,7 +38,7 @@ DRIVERS = ("fuse4fs", "kernel", "fuse2fs")
 SCALE = max(1, int(os.environ.get("F4_FSX_SCALE", "1")))
 
 IMAGE_SIZE = 64 << 20
-OPS_PER_PHASE = 6000 * SCALE		# two phases: 12,000 ops per seed
+OPS_PER_PHASE = 2000 * SCALE		# two phases: 4,000 ops per seed
 
 # variant id -> (mke2fs -t, block size)
 VARIANTS = {
@@ -408,7 +408,7 @@ def _map_diff(a, b, size):
 @pytest.mark.parametrize("fsx_variant", list(VARIANTS))
 def test_fsx_seed(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
                   tmp_path, record_property):
-    """12,000 random ops in two halves; unmount/remount and a full check of
+    """4,000 random ops in two halves; unmount/remount and a full check of
     every file against the saved model after each half; e2fsck clean."""
     fsx_seeded_run(fsx_variant, profile, f4fsx, kernel_probe, fsx_mounts,
                    tmp_path, record_property)
@@ -470,7 +470,7 @@ def fsx_seeded_run(variant, profile, f4fsx, kernel_probe, fsx_mounts,
 # ---- differential: the same op log on kernel ext4 and the driver -----------
 
 DIFF_SEED = 4242
-DIFF_OPS = 12000 * SCALE
+DIFF_OPS = 6000 * SCALE
 DIFF_ARGS = ["-f", 4, "-l", "1m", "-o", "32k", "-b", 4096,
              "-x", ",".join(["collapse", "insert"] + KNOWN_DEFECT_OFF)]
 
@@ -821,16 +821,16 @@ REMOUNT_VARIANTS = ["ext4-4k", "ext4-1k", "ext3-4k", "ext2-4k"]
 def test_fsx_remount_rounds(fsx_variant, wbc, f4fsx, f4mnt, tmp_path):
     """Every op kind (buffered, mapped and O_DIRECT I/O, every fallocate
     mode, seeks, truncates, reopens) on three files, with a remount about
-    every 400 ops: unmount, e2fsck -fn, mount, full compare with the
+    every 300 ops: unmount, e2fsck -fn, mount, full compare with the
     model.  Modes fuse4fs refuses must give EOPNOTSUPP and change
     nothing."""
     fstype, bs = VARIANTS[fsx_variant]
     m = f4mnt(fstype, bs, wbc)
     seed = 7000 + 10 * REMOUNT_VARIANTS.index(fsx_variant) + bool(wbc)
     r = run_fsx(f4fsx, [
-        "-S", seed, "-N", 3000 * SCALE, "-f", 3, "-l", "1m", "-o", "96k",
+        "-S", seed, "-N", 2000 * SCALE, "-f", 3, "-l", "1m", "-o", "96k",
         "-b", bs, "-U", ",".join(FUSE4FS_EOPNOTSUPP[fstype]),
-        "-x", ",".join(KNOWN_DEFECT_OFF), "-M", 400,
+        "-x", ",".join(KNOWN_DEFECT_OFF), "-M", 300,
         "--remount-cmd", m.cmd("remount"), "-L", tmp_path / "run.log",
         m.mnt])
     print(r.stdout.strip())
