@@ -19,9 +19,6 @@
 #include "fuse4fs.h"
 #include <ext2fs/ext3_extents.h>
 
-#define MAY_WRITE	2
-#define MAY_READ	4
-
 /* Exported by libext2fs but missing from its public header. */
 errcode_t ext2fs_inline_data_expand(ext2_filsys fs, ext2_ino_t ino);
 errcode_t ext2fs_inline_data_ea_remove(ext2_filsys fs, ext2_ino_t ino);
@@ -90,6 +87,17 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	int acc = flags & O_ACCMODE, mask = 0, ret;
 	int writing = acc != O_RDONLY || (flags & O_TRUNC);
 
+	/*
+	 * execve() opens the file with __FMODE_EXEC and asks for execute
+	 * permission alone (a 0711 program runs, a 0744 one doesn't for
+	 * others).  The kernel, without default_permissions, checks only
+	 * that somebody may execute it.
+	 */
+	if (flags & F4_FMODE_EXEC) {
+		if (!LINUX_S_ISREG(inode->i_mode))
+			return -EACCES;
+		return f4_check_perm(f, cred, inode, ino, MAY_EXEC);
+	}
 	if (acc != O_WRONLY)
 		mask |= MAY_READ;
 	if (writing)
@@ -100,8 +108,9 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = f4_check_writable(f);
 		if (ret)
 			return ret;
-		if (inode->i_flags & EXT2_IMMUTABLE_FL)
-			return -EPERM;
+		ret = f4_check_immutable(inode, F4_OP_WRITE);
+		if (ret)
+			return ret;
 		if ((inode->i_flags & EXT2_APPEND_FL) &&
 		    (!(flags & O_APPEND) || (flags & O_TRUNC)))
 			return -EPERM;
@@ -578,8 +587,9 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return -EINVAL;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	isize = EXT2_I_SIZE(&inode);
 	/* With the kernel's write-back cache, its offsets already append */
 	if ((fh->flags & O_APPEND) && !f->writeback)
@@ -850,8 +860,9 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return LINUX_S_ISDIR(inode.i_mode) ? -EISDIR : -ENODEV;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	if ((inode.i_flags & EXT2_APPEND_FL) &&
 	    (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
 		return -EPERM;

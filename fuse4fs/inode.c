@@ -429,7 +429,7 @@ void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
 	if (!(inode->i_mode & LINUX_S_ISGID))
 		return;
 	if ((inode->i_mode & LINUX_S_IXGRP) ||
-	    (cred && f4_self_checks(f) && !f4_capable(f, cred) &&
+	    (cred && !f4_capable(f, cred) &&
 	     !f4_in_group(cred, inode_gid(*inode))))
 		inode->i_mode &= ~LINUX_S_ISGID;
 }
@@ -457,13 +457,21 @@ static int setattr_flags_check(const struct ext2_inode_large *inode,
 	return 0;
 }
 
-/* Does the new mode differ from the old only by cleared setuid/setgid? */
-static int only_drops_setid(const struct stat *attr,
-			    const struct ext2_inode_large *inode)
+/*
+ * Is this chmod the one the kernel sends on a writer's behalf, to drop
+ * setuid (and setgid, when group-executable) from a regular file it is
+ * about to write?  Exactly those bits, nothing else, on nothing else.
+ */
+static int is_writer_killpriv(const struct stat *attr,
+			      const struct ext2_inode_large *inode)
 {
-	mode_t old = inode->i_mode & 07777, new = attr->st_mode & 07777;
+	mode_t old = inode->i_mode & 07777, new = old & ~S_ISUID;
 
-	return !((old ^ new) & ~(S_ISUID | S_ISGID)) && !(new & ~old);
+	if (!LINUX_S_ISREG(inode->i_mode))
+		return 0;
+	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		new &= ~S_ISGID;
+	return new != old && (attr->st_mode & 07777) == new;
 }
 
 static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -482,8 +490,8 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	 * a write would have cleared the same bits.
 	 */
 	if ((to_set & F4_SET_MODE) && !owner &&
-	    (!only_drops_setid(attr, inode) ||
-	     f4_check_perm(f, cred, inode, ino, 2)))
+	    (!is_writer_killpriv(attr, inode) ||
+	     f4_check_perm(f, cred, inode, ino, MAY_WRITE)))
 		return -EPERM;
 	if (to_set & F4_SET_UID) {
 		if (attr->st_uid != inode_uid(*inode) || !owner)
@@ -497,26 +505,28 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			return -EPERM;
 	}
 	if ((to_set & F4_SET_SIZE) && !fh) {
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
 	/*
 	 * Setting both times to "now" needs only write permission; any
 	 * other change of times needs ownership (utimensat(2)).  Times that
-	 * come with a size change are the truncate's own, and so are times
-	 * that come with a ctime: only the kernel's write-back cache sends
-	 * one, flushing the times of writes it has already allowed.
+	 * come with a size change are the truncate's own.  With the kernel's
+	 * write-back cache every time change comes with a ctime, utimes(2)
+	 * included; only the kernel flushing the times of writes it has
+	 * already allowed names an open file (fh) and sets no atime.
 	 */
 	if ((to_set & (F4_SET_ATIME | F4_SET_MTIME)) && !owner &&
 	    !(to_set & F4_SET_SIZE) &&
-	    !(f->writeback && (to_set & F4_SET_CTIME))) {
+	    !(f->writeback && fh && (to_set & F4_SET_CTIME) &&
+	      !(to_set & F4_SET_ATIME))) {
 		int touch = (to_set & F4_SET_ATIME_NOW) &&
 			    (to_set & F4_SET_MTIME_NOW);
 
 		if (!touch)
 			return -EPERM;
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
@@ -611,8 +621,11 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (to_set & F4_SET_MODE) {
 		mode_t mode = attr->st_mode & 07777;
 
-		/* Only group members keep setgid, as chmod(2) says */
-		if (f4_self_checks(f) && !f4_capable(f, cred) &&
+		/*
+		 * Only group members keep setgid, as chmod(2) says (with
+		 * default_permissions the kernel has already seen to it).
+		 */
+		if (!f4_capable(f, cred) &&
 		    !f4_in_group(cred, inode_gid(inode)))
 			mode &= ~S_ISGID;
 		inode.i_mode = (inode.i_mode & LINUX_S_IFMT) | mode;

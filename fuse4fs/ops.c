@@ -40,12 +40,42 @@ fuse_ino_t f4_nodeid_of(ext2_ino_t ino)
 	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ino;
 }
 
+/*
+ * The caller's supplementary groups, read by libfuse from /proc: the
+ * first F4_NGROUPS are kept.  A caller in another PID namespace comes with
+ * pid 0 and its groups can't be read: F4_GROUPS_UNKNOWN, and the checks
+ * then give no more than they would to a non-member.
+ */
 static int get_groups(struct f4_cred *cred)
 {
-	int n = fuse_req_getgroups(cred->req, 64, cred->groups);
+	int n = fuse_req_getgroups(cred->req, F4_NGROUPS, cred->groups);
 
-	cred->ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	if (n < 0 || !cred->pid) {
+		cred->ngroups = F4_GROUPS_UNKNOWN;
+		return 0;
+	}
+	cred->ngroups = n > F4_NGROUPS ? F4_NGROUPS : n;
+	cred->more_groups = n > F4_NGROUPS;
 	return 0;
+}
+
+/* For a caller with more groups than fit in the cred: read them all. */
+static int find_group(struct f4_cred *cred, gid_t gid)
+{
+	int size = fuse_req_getgroups(cred->req, 0, NULL), n, i, found = 0;
+	gid_t *list;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	list = calloc(size, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	n = fuse_req_getgroups(cred->req, size, list);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = list[i] == gid;
+	free(list);
+	return n < 0 ? n : found;
 }
 
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
@@ -57,7 +87,9 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->pid = ctx->pid;
 	cred->umask = ctx->umask;
 	cred->ngroups = -1;
+	cred->more_groups = 0;
 	cred->get_groups = get_groups;
+	cred->find_group = find_group;
 	cred->req = req;
 	cred->writeback = 0;
 	cred->may_reserve = 0;

@@ -17,9 +17,6 @@
 
 #include "fuse4fs.h"
 
-#define MAY_WRITE	2
-#define MAY_READ	4
-
 #define CAPS_XATTR	"security.capability"
 #define ACL_ACCESS	"system.posix_acl_access"
 #define ACL_DEFAULT	"system.posix_acl_default"
@@ -438,7 +435,7 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 {
 	struct acl *acl;
 	struct acl_entry *m;
-	int ret, i, group_match = 0, allowed = 0;
+	int ret, i, group_match = 0, maybe_denied = 0, allowed = 0;
 
 	mask &= 7;
 	ret = read_acl(f, ino, ACL_ACCESS, &acl);
@@ -466,9 +463,15 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		int match = 0;
 
 		if (e->tag == ACL_GROUP_OBJ)
-			match = f4_in_group(cred, inode_gid(*inode));
+			match = f4_group_member(cred, inode_gid(*inode));
 		else if (e->tag == ACL_GROUP)
-			match = f4_in_group(cred, e->id);
+			match = f4_group_member(cred, e->id);
+		if (match < 0) {
+			/* Groups unknown: this entry might be the caller's */
+			if ((perm & mask) != mask)
+				maybe_denied = 1;
+			continue;
+		}
 		if (match) {
 			group_match = 1;
 			if ((perm & mask) == mask) {
@@ -477,7 +480,7 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			}
 		}
 	}
-	if (!group_match)
+	if (!group_match && !maybe_denied)
 		allowed = (acl_find(acl, ACL_OTHER)->perm & mask) == mask;
 out:
 	free(acl);
@@ -589,8 +592,13 @@ static int set_access_acl(struct f4fs *f, struct f4_cred *cred,
 	if (ret)
 		goto out;
 	inode.i_mode = acl_to_mode(acl, inode.i_mode);
-	if (f4_self_checks(f) && !f4_capable(f, cred) &&
-	    !f4_in_group(cred, inode_gid(inode)))
+	/*
+	 * Like chmod, an ACL change drops setgid unless the caller is in the
+	 * file's group.  In every mode: with default_permissions the kernel
+	 * leaves this to the file system (it would only flag it through
+	 * FUSE_SETXATTR_EXT, which libfuse 3.14 doesn't take).
+	 */
+	if (!f4_capable(f, cred) && !f4_in_group(cred, inode_gid(inode)))
 		inode.i_mode &= ~LINUX_S_ISGID;
 	ret = f4_write_inode(f, ino, &inode);
 	if (ret)
@@ -737,8 +745,9 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = xattr_perm(f, cred, ino, &inode, ns, 1);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_ATTR);
+	if (ret)
+		return ret;
 	if (!ext2fs_has_feature_xattr(f->fs->super))
 		return -EOPNOTSUPP;
 	if (ns == NS_ACL) {
@@ -859,8 +868,9 @@ int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = xattr_perm(f, cred, ino, &inode, name_space(name), 1);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_ATTR);
+	if (ret)
+		return ret;
 	ret = put_value(f, ino, name, NULL, 0, 0);
 	caps_changed(f, ino, name);
 	if (!ret)
