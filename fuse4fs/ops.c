@@ -162,8 +162,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 				       FUSE_CAP_CACHE_SYMLINKS);
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
-	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+	/*
+	 * With POSIX ACLs the kernel checks permissions itself, as with
+	 * default_permissions (and enforces the ACLs, which it caches):
+	 * checking again here could only disagree.
+	 */
+	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->opts->default_permissions = 1;
+	}
 	/*
 	 * -o writeback_cache: the kernel's page cache may hold writes back
 	 * (the way ext4's delayed allocation does), so small random writes
