@@ -215,12 +215,12 @@ def probe_as(caller, root):
 # ---------------------------------------------------------------------------
 # mounts
 
-def mount_as_user(fsobj, uid, gid, groups, opts):
+def mount_as_user(fsobj, uid, gid, groups, opts, prefix=()):
     """fsobj's image mounted by uid:gid (its owner now) through
     fusermount3: a mount only that user can reach."""
     os.chown(fsobj.image, uid, gid)
     os.chown(fsobj.mnt, uid, gid)
-    pre = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid]
+    pre = list(prefix) + ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid]
     pre.append("--groups=" + ",".join(map(str, groups)) if groups
                else "--clear-groups")
     argv = pre + f4test.daemon_argv("fuse4fs", fsobj.image, fsobj.mnt, opts)
@@ -351,3 +351,251 @@ def test_matrix_own_checks(fs_factory, ext4_results, wb):
         fsobj.unmount()
     assert not bad, "%d differences from ext4:\n%s" % (len(bad),
                                                       "\n".join(bad))
+
+
+# ---------------------------------------------------------------------------
+# issue 15, one test per item
+
+def _both(fs_factory, opts):
+    """[fuse4fs mount with opts, kernel ext4 mount]."""
+    return [fs_factory("ext4", name="f", opts=opts),
+            fs_factory("ext4", driver="kernel", name="k", opts=["acl"])]
+
+
+def _mkfile(p, uid, gid, mode, data=b"data\n"):
+    f4test.write_file(p, data)
+    os.chown(p, uid, gid)
+    os.chmod(p, mode)
+
+
+def _mkdir(p, uid, gid, mode):
+    os.mkdir(p)
+    os.chown(p, uid, gid)
+    os.chmod(p, mode)
+
+
+def _own_mount(fs_factory, setup, gid=NOBODY, groups=(), opts=(),
+               prefix=()):
+    """An image set up by root, then mounted by nobody (gid, groups):
+    fuse4fs checks permissions itself."""
+    fsobj = fs_factory("ext4", name="own")
+    setup(fsobj.mnt)
+    fsobj.unmount()
+    mount_as_user(fsobj, NOBODY, gid, groups, list(opts), prefix)
+    return fsobj
+
+
+EXEC_CASES = (("p744", 0o744, "EACCES"), ("p711", 0o711, "OK"),
+              ("p4744", 0o4744, "EACCES"), ("p4711", 0o4711, "OK"))
+
+
+def _exec_setup(mnt):
+    for name, mode, _ in EXEC_CASES:
+        _mkfile(os.path.join(mnt, name), 0, 0, mode, TRUE_BIN)
+
+
+def _exec_all(mnt):
+    return {n: f4test.errname(f4test.errno_of(_exec, os.path.join(mnt, n)))
+            for n, _, _ in EXEC_CASES}
+
+
+def test_exec_needs_execute_permission(fs_factory):
+    """Item 10: a root-owned 0744 program (or 4744) may not be run by
+    others on an allow_other mount; a 0711 one may, unreadable."""
+    want = {n: w for n, _, w in EXEC_CASES}
+    for m in _both(fs_factory, ["allow_other", "suid"]):
+        _exec_setup(m.mnt)
+        assert run_as(*U3, _exec_all, m.mnt) == want, m
+
+
+def test_exec_needs_execute_permission_own_checks(fs_factory):
+    """Item 10 where fuse4fs checks itself (a mount only nobody reaches)."""
+    fsobj = _own_mount(fs_factory, _exec_setup)
+    assert run_as(NOBODY, NOBODY, _exec_all, fsobj.mnt) == {
+        n: w for n, _, w in EXEC_CASES}
+
+
+SETID_CHMODS = (
+    # (name, dir?, mode, chmod to, ext4's answer for a non-owner)
+    ("d2777", True, 0o2777, 0o777, "EPERM"),
+    ("d3777", True, 0o3777, 0o1777, "EPERM"),
+    ("f2766", False, 0o2766, 0o766, "EPERM"),   # setgid, no group x
+    ("f6766", False, 0o6766, 0o766, "EPERM"),   # more than a write drops
+)
+
+
+def _setid_setup(mnt):
+    for name, isdir, mode, _, _ in SETID_CHMODS:
+        p = os.path.join(mnt, name)
+        (_mkdir if isdir else _mkfile)(p, 0, 0, mode)
+
+
+def _setid_chmod_all(mnt):
+    out = {}
+    for name, _, _, new, _ in SETID_CHMODS:
+        p = os.path.join(mnt, name)
+        e = f4test.errno_of(os.chmod, p, new)
+        out[name] = (f4test.errname(e), "%o" % stat.S_IMODE(
+            os.lstat(p).st_mode))
+    return out
+
+
+def test_nonowner_cannot_chmod_setid_away(fs_factory):
+    """Item 11: root's 2777 directory, chmod 0777 by somebody else:
+    EPERM, the mode stays; the same for setgid files the kernel's
+    killpriv would not touch."""
+    want = {n: (w, "%o" % m) for n, _, m, _, w in SETID_CHMODS}
+    for m in _both(fs_factory, ["allow_other"]):
+        _setid_setup(m.mnt)
+        assert run_as(*U3, _setid_chmod_all, m.mnt) == want, m
+
+
+def test_nonowner_cannot_chmod_setid_away_own_checks(fs_factory):
+    fsobj = _own_mount(fs_factory, _setid_setup)
+    assert run_as(NOBODY, NOBODY, _setid_chmod_all, fsobj.mnt) == {
+        n: (w, "%o" % m) for n, _, m, _, w in SETID_CHMODS}
+
+
+def _set_time(p):
+    os.utime(p, ns=(981158400 * 10**9, 981158400 * 10**9))
+
+
+def _time_setup(mnt):
+    _mkfile(os.path.join(mnt, "rootfile"), 0, 0, 0o644)
+    _mkfile(os.path.join(mnt, "shared"), 0, 0, 0o666)
+
+
+def _times_all(mnt):
+    out = {}
+    for n in ("rootfile", "shared"):
+        p = os.path.join(mnt, n)
+        out[n + " explicit"] = f4test.errname(f4test.errno_of(_set_time, p))
+        out[n + " now"] = f4test.errname(f4test.errno_of(os.utime, p, None))
+    return out
+
+
+TIMES_WANT = {"rootfile explicit": "EPERM", "rootfile now": "EACCES",
+              "shared explicit": "EPERM", "shared now": "OK"}
+
+
+def test_writeback_times_need_ownership(fs_factory):
+    """Item 12: with writeback_cache nobody but the owner sets explicit
+    times (a root 0644 file and a root 0666 one), and a refused time
+    does not show up after a remount."""
+    fsobj, k = _both(fs_factory, ["allow_other", "writeback_cache"])
+    for m in (fsobj, k):
+        _time_setup(m.mnt)
+        assert run_as(*U3, _times_all, m.mnt) == TIMES_WANT, m
+    fsobj.remount()
+    assert os.stat(fsobj.path("rootfile")).st_mtime != 981158400
+
+
+def test_writeback_times_need_ownership_own_checks(fs_factory):
+    fsobj = _own_mount(fs_factory, _time_setup, opts=["writeback_cache"])
+    assert run_as(NOBODY, NOBODY, _times_all, fsobj.mnt) == TIMES_WANT
+    fsobj.unmount()
+    fsobj.mount()
+    assert os.stat(fsobj.path("rootfile")).st_mtime != 981158400
+
+
+def test_setfacl_drops_setgid_for_non_members(fs_factory):
+    """Item 13: an owner outside the file's group sets an ACL: setgid
+    goes, as with chmod; an owner in the group (through its 70th
+    group) keeps it."""
+    def setup(mnt):
+        for n in ("f", "d"):
+            p = os.path.join(mnt, n)
+            (_mkfile if n == "f" else _mkdir)(p, U1[0], G, 0o2775)
+
+    def setfacl(mnt):
+        res = {}
+        for n in ("f", "d"):
+            p = os.path.join(mnt, n)
+            os.setxattr(p, "system.posix_acl_access", ACL_XATTR)
+            res[n] = "%o" % stat.S_IMODE(os.lstat(p).st_mode)
+        return res
+
+    for m in _both(fs_factory, ["allow_other", "acl"]):
+        setup(m.mnt)
+        assert run_as(*U1, setfacl, m.mnt) == {"f": "640", "d": "640"}, m
+        for n in ("f", "d"):
+            os.chmod(m.path(n), 0o2775)
+        assert run_as(U1[0], U1[1], setfacl, m.mnt, groups=MANY) == {
+            "f": "2640", "d": "2640"}, m
+
+
+def _groups_setup(mnt):
+    _mkfile(os.path.join(mnt, "g0604"), 0, G, 0o604)
+    _mkfile(os.path.join(mnt, "g0640"), 0, G, 0o640)
+
+
+def _read_both(mnt):
+    return {n: f4test.errname(f4test.errno_of(
+        f4test.read_file, os.path.join(mnt, n))) for n in ("g0604", "g0640")}
+
+
+def test_group_beyond_64th_counts(fs_factory):
+    """Item 14: a member of the file's group through its 70th group gets
+    the group's bits: 0604 refuses, 0640 grants."""
+    want = {"g0604": "EACCES", "g0640": "OK"}
+    for m in _both(fs_factory, ["allow_other"]):
+        _groups_setup(m.mnt)
+        assert run_as(*U4, _read_both, m.mnt, groups=MANY) == want, m
+
+
+def test_group_beyond_64th_counts_own_checks(fs_factory):
+    fsobj = _own_mount(fs_factory, _groups_setup, gid=U4[1], groups=MANY)
+    assert run_as(NOBODY, U4[1], _read_both, fsobj.mnt, groups=MANY) == {
+        "g0604": "EACCES", "g0640": "OK"}
+
+
+def test_unreadable_groups_fail_closed(fs_factory):
+    """Item 14: the daemon runs in a PID namespace of its own, so a
+    caller outside it comes with pid 0 and fuse4fs can't read its
+    groups.  A member of the file's group must get no more than a
+    member would: 0604 stays closed (kernel ext4 says EACCES to the
+    member), and 0640 too, since other (0) denies it."""
+    fsobj = _own_mount(fs_factory, _groups_setup, gid=NOBODY, groups=(G,),
+                       prefix=["unshare", "--pid", "--fork"])
+    assert run_as(NOBODY, NOBODY, _read_both, fsobj.mnt, groups=(G,)) == {
+        "g0604": "EACCES", "g0640": "EACCES"}
+
+
+@pytest.mark.parametrize("opts", [
+    "rw,nosuid,kernel,acl", "kernel,nosuid", "nodev,kernel",
+    "kernel,nodev,nosuid", "nosuid,kernel,suid"])
+def test_explicit_nosuid_nodev_beat_kernel(fs_factory, opts):
+    """Item 15: what `kernel` implies gives way to nosuid/nodev given
+    anywhere; the last of suid/nosuid wins."""
+    fsobj = fs_factory("ext4", name="f", opts=opts.split(","))
+    flags = f4test.mount_entry(fsobj.mnt)[3].split(",")
+    words = opts.split(",")
+    want_nosuid = "nosuid" in words and (
+        "suid" not in words or words.index("suid") < words.index("nosuid"))
+    assert ("nosuid" in flags) == want_nosuid, flags
+    assert ("nodev" in flags) == ("nodev" in words), flags
+
+
+def _fifo_setup(mnt):
+    os.mkfifo(os.path.join(mnt, "fifo"))
+    os.chown(os.path.join(mnt, "fifo"), U1[0], U1[1])
+    os.chmod(os.path.join(mnt, "fifo"), 0o044)
+
+
+def _open_fifo(mnt):
+    fd = os.open(os.path.join(mnt, "fifo"), os.O_RDWR | os.O_NONBLOCK)
+    os.close(fd)
+
+
+def test_fifo_open_checked_under_allow_other(fs_factory):
+    """Item 16: the kernel never asks the server before opening a FIFO;
+    under allow_other it checks it itself (default_permissions implied):
+    the owner of a 0044 FIFO can't open it, nor can others."""
+    for m in _both(fs_factory, ["allow_other"]):
+        _fifo_setup(m.mnt)
+        for who in (U1, U3):
+            assert f4test.errno_as(*who, _open_fifo, m.mnt) == \
+                errno.EACCES, (m, who)
+        opts = f4test.mount_entry(m.mnt)[4]
+        if m.driver == "fuse4fs":
+            assert "default_permissions" in opts.split(","), opts
