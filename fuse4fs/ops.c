@@ -96,16 +96,14 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 }
 
 /*
- * How long the kernel may trust a name.  When fuse4fs checks permissions
- * itself and other users share the mount, every path walk must come back
- * here: the kernel doesn't check search permission on cached names for a
- * FUSE file system without default_permissions.
+ * How long the kernel may trust a name: as long as it likes.  Other users
+ * can only reach a mount where the kernel checks permissions (allow_other
+ * and allow_root imply default_permissions), and the kernel checks search
+ * permission on cached names itself there.
  */
 static double entry_timeout(const struct f4fs *f)
 {
-	if (f4_self_checks((struct f4fs *)f) &&
-	    (f->opts->allow_other || f->opts->allow_root))
-		return 0;
+	(void)f;
 	return CACHE_TIMEOUT;
 }
 
