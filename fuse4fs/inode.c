@@ -470,9 +470,8 @@ static int is_writer_killpriv(struct f4fs *f, const struct stat *attr,
 	/*
 	 * chmod(2) sets a ctime too, and with the write-back cache the
 	 * kernel passes it on; its own killpriv sets none (except along
-	 * with a truncate's size).  Without the
-	 * cache the two look alike: a writer may then drop exactly what a
-	 * write would have dropped.
+	 * with a truncate's size).  Without the cache the two look alike:
+	 * a writer may then drop exactly what a write would have dropped.
 	 */
 	if (!LINUX_S_ISREG(inode->i_mode) ||
 	    (f->writeback && (to_set & F4_SET_CTIME) &&
