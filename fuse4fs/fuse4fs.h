@@ -266,6 +266,7 @@ extern io_manager f4_io_manager;
 int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
 void f4_io_tick(io_channel io);
 void f4_io_stop_writes(io_channel io);
+unsigned long long f4_io_take_written(io_channel io);
 int f4_io_limit(io_channel io, unsigned long long blocks);
 errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
 			  void *buf);

@@ -850,15 +850,15 @@ int f4_fs_close(struct f4fs *f)
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
-		io_stats stats = NULL;
-
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
-		if (f->fs->io->manager->get_stats &&
-		    !f->fs->io->manager->get_stats(f->fs->io, &stats) &&
-		    stats)
-			sb->s_kbytes_written += stats->bytes_written >> 10;
+		/*
+		 * Lifetime writes, counted once: ext2fs_close2() adds what
+		 * get_stats reports too, but only to a counter already in
+		 * use, and the bytes taken here are no longer reported.
+		 */
+		sb->s_kbytes_written += f4_io_take_written(f->fs->io) >> 10;
 		/* Back to the state at mount, plus any error we found */
 		sb->s_state = (f->mount_state & (EXT2_VALID_FS |
 						 EXT2_ERROR_FS)) |
