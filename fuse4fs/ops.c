@@ -111,6 +111,34 @@ static void reply_err(fuse_req_t req, int ret)
 	fuse_reply_err(req, ret < 0 ? -ret : ret);
 }
 
+/*
+ * The core changed attributes of ino that the kernel caches, in a way no
+ * reply tells it about (f4_unlock() calls this, without the lock: the
+ * kernel may be waiting on a request that needs it).  Attributes only:
+ * the file's pages stay valid.
+ */
+static void inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	int ret;
+
+	ret = fuse_lowlevel_notify_inval_inode(f->fuse_priv, f4_nodeid_of(ino),
+					       -1, 0);
+	/* ENOENT: the kernel has let go of the inode meanwhile */
+	if (ret && ret != -ENOENT)
+		f4_log(LOG_DEBUG, "inode %u: telling the kernel its attributes "
+		       "changed: %s", ino, strerror(-ret));
+}
+
+/* Let the core reach the kernel's caches through se (NULL: no more). */
+void f4_ops_attach(struct f4fs *f, struct fuse_session *se)
+{
+	f4_lock(f);
+	f->fuse_priv = se;
+	f->inval_inode = se ? inval_inode : NULL;
+	f->ninval = 0;
+	f4_unlock(f);
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)

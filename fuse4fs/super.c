@@ -68,9 +68,40 @@ void f4_lock(struct f4fs *f)
 	pthread_mutex_lock(&f->lock);
 }
 
+/*
+ * Release the lock, then tell the kernel about the inodes whose cached
+ * attributes the work done under it made stale.
+ */
 void f4_unlock(struct f4fs *f)
 {
+	ext2_ino_t inval[F4_INVAL_MAX];
+	unsigned int i, n = f->ninval;
+
+	memcpy(inval, f->inval, n * sizeof(inval[0]));
+	f->ninval = 0;
 	pthread_mutex_unlock(&f->lock);
+	for (i = 0; i < n; i++)
+		f->inval_inode(f, inval[i]);
+}
+
+/*
+ * The kernel's cached attributes of ino are stale: note it for f4_unlock().
+ * Inodes the kernel doesn't hold need no note.
+ */
+void f4_inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	unsigned int i;
+
+	if (!f->inval_inode || !f4_nlookup(f, ino))
+		return;
+	for (i = 0; i < f->ninval; i++)
+		if (f->inval[i] == ino)
+			return;
+	if (f->ninval < F4_INVAL_MAX)
+		f->inval[f->ninval++] = ino;
+	else
+		f4_log(LOG_WARNING, "inode %u: too many changed inodes in one "
+		       "request; the kernel may show stale attributes", ino);
 }
 
 void f4_fs_dirty(struct f4fs *f)
