@@ -5,7 +5,9 @@
  * The nodeid is the inode number, except that FUSE's root (1) is ext2's
  * root inode (2).  Because fuse4fs owns the image while mounted, nothing
  * changes behind the kernel's back, so entries and attributes are given
- * long timeouts and file pages are kept across opens.
+ * long timeouts and file pages are kept across opens.  Where a request
+ * changes attributes its reply doesn't carry (ioctls), the core notes
+ * the inode and inval_inode() below tells the kernel.
  */
 #include "config.h"
 

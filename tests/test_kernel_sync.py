@@ -187,43 +187,61 @@ def drop_caches():
         f.write("2\n")
 
 
+def _reopen_by_handles(m):
+    """Make a tree, take handles, and open each by its handle after
+    dropping the kernel's caches; what each open shows."""
+    os.makedirs(m.path("d", "sub"))
+    write_file(m.path("d", "sub", "f"), pattern(5000))
+    write_file(m.path("d", "sub", "g"), b"g")
+    handles = {n: name_to_handle(m.path(*n.split("/")))
+               for n in ("d", "d/sub", "d/sub/f", "d/sub/g")}
+    inos = {n: os.stat(m.path(*n.split("/"))).st_ino for n in handles}
+    mfd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    got = {}
+    try:
+        # files first: reconnecting a directory lists its entries
+        for n, h in sorted(handles.items(), reverse=True):
+            drop_caches()
+            try:
+                fd = open_by_handle(mfd, h)
+            except OSError as e:
+                pytest.fail("%r: %s: %s" % (m, n, e))
+            try:
+                st = os.fstat(fd)
+                assert st.st_ino == inos[n], n
+                if n.startswith("d/sub/"):
+                    got[n] = os.pread(fd, 10000, 0)
+                else:
+                    got[n] = sorted(os.listdir(fd))
+            finally:
+                os.close(fd)
+        # again, with the inodes held by the kernel
+        for n, h in handles.items():
+            os.close(open_by_handle(mfd, h))
+    finally:
+        os.close(mfd)
+    return got
+
+
+EXPECT_HANDLES = {"d": ["sub"], "d/sub": ["f", "g"],
+                  "d/sub/f": pattern(5000), "d/sub/g": b"g"}
+
+
 @pytest.mark.variants("ext4", "ext2")
 def test_handles_after_drop_caches(fs, kernel_ext4):
     """Handles of files and directories open the same inodes after the
     kernel has forgotten them (it then asks the daemon for "." of the
-    inode number), as on ext4."""
-    results = {}
-    for m in (fs, kernel_ext4):
-        os.makedirs(m.path("d", "sub"))
-        write_file(m.path("d", "sub", "f"), pattern(5000))
-        write_file(m.path("d", "sub", "g"), b"g")
-        handles = {n: name_to_handle(m.path(*n.split("/")))
-                   for n in ("d", "d/sub", "d/sub/f", "d/sub/g")}
-        inos = {n: os.stat(m.path(*n.split("/"))).st_ino for n in handles}
-        mfd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
-        got = {}
-        try:
-            # files first: reconnecting a directory lists its entries
-            for n, h in sorted(handles.items(), reverse=True):
-                drop_caches()
-                fd = open_by_handle(mfd, h)
-                try:
-                    st = os.fstat(fd)
-                    assert st.st_ino == inos[n], n
-                    if n.startswith("d/sub/"):
-                        got[n] = os.pread(fd, 10000, 0)
-                    else:
-                        got[n] = sorted(os.listdir(fd))
-                finally:
-                    os.close(fd)
-            # again, with the inodes held by the kernel
-            for n, h in handles.items():
-                os.close(open_by_handle(mfd, h))
-        finally:
-            os.close(mfd)
-        results[m] = got
-    assert results[fs] == results[kernel_ext4]
-    assert results[fs]["d/sub/f"] == pattern(5000)
+    inode number, and ".." of directories), as on ext4."""
+    assert _reopen_by_handles(kernel_ext4) == EXPECT_HANDLES
+    assert _reopen_by_handles(fs) == EXPECT_HANDLES
+
+
+@pytest.mark.variants("ext4-inline")
+def test_handles_inline_dirs(fs):
+    """The same with inline directories, where "." and ".." are not
+    stored as entries.  (Kernel ext4 6.x gives ESTALE for the handle of an
+    inline subdirectory here, so there is nothing to compare with.)"""
+    assert _reopen_by_handles(fs) == EXPECT_HANDLES
 
 
 @pytest.mark.variants("ext4", "ext2")
@@ -276,8 +294,6 @@ def test_handle_after_setversion(fs, kernel_ext4):
         mfd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
         try:
             res[m] = f4test.errno_of(open_by_handle, mfd, h)
-            if res[m] == 0:
-                pass
             fd = open_by_handle(mfd, name_to_handle(m.path("f")))
             assert os.read(fd, 5) == b"f"
             os.close(fd)
