@@ -58,10 +58,26 @@ int f4_inode_init_cache(struct f4fs *f)
 	return 0;
 }
 
+/* The kernel is gone: the generations it knew need no pins any more. */
+static int unpin_kernel_gen(struct cache *c, struct cache_node *n, void *arg)
+{
+	struct f4_inode *in = container_of(n, struct f4_inode, cnode);
+	struct f4fs *f = arg;
+
+	if (in->flags & F4I_KERNEL_GEN) {
+		in->flags &= ~F4I_KERNEL_GEN;
+		f->nkernel_gen--;
+		cache_put(c, n);
+	}
+	return 0;
+}
+
 void f4_inode_destroy_cache(struct f4fs *f)
 {
 	struct cache_stats st;
 
+	if (f->nkernel_gen)
+		cache_walk(&f->inodes, unpin_kernel_gen, f);
 	cache_get_stats(&f->inodes, &st);
 	if (st.referenced)
 		f4_log(7, "%zu inode records still referenced at unmount",

@@ -330,3 +330,92 @@ def test_lifetime_writes_counted_once(fs):
     lifetime = f4test.dumpe2fs_h(fs.image)["Lifetime writes"]
     assert lifetime
     fs.mount()
+
+
+# ---------------------------------------------------------------------------
+# the FUSE layer without a kernel (tests/tools/f4session.c): what a mount
+# can't make happen on demand
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+F4SESSION_ASAN = os.path.join(REPO, "tests", "tools", "f4session-asan")
+
+
+def _f4session_sources():
+    skip = ("fuse4fs.c", "session.c")
+    core = sorted(os.path.join(REPO, "fuse4fs", n)
+                  for n in os.listdir(os.path.join(REPO, "fuse4fs"))
+                  if n.endswith(".c") and n not in skip)
+    return ([os.path.join(REPO, "tests", "tools", "f4session.c"),
+             os.path.join(REPO, "lib", "support", "cache.c")] + core)
+
+
+def f4session():
+    """tests/tools/f4session built with AddressSanitizer, so that use of
+    freed state fails instead of passing by luck; rebuilt when older than
+    its sources."""
+    srcs = _f4session_sources()
+    deps = srcs + [os.path.join(REPO, "config.h")] + [
+        os.path.join(REPO, "fuse4fs", n)
+        for n in os.listdir(os.path.join(REPO, "fuse4fs"))
+        if n.endswith(".h")]
+    if os.path.exists(F4SESSION_ASAN):
+        built = os.stat(F4SESSION_ASAN).st_mtime
+        if all(os.stat(d).st_mtime <= built for d in deps):
+            return F4SESSION_ASAN
+    cflags = f4test.run(["pkg-config", "--cflags", "fuse3", "ext2fs",
+                         "com_err", "uuid"]).stdout.split()
+    libs = f4test.run(["pkg-config", "--libs", "fuse3", "ext2fs", "com_err",
+                       "uuid"]).stdout.split()
+    tmp = F4SESSION_ASAN + ".tmp%d" % os.getpid()
+    f4test.run(["gcc", "-I" + REPO, "-I" + os.path.join(REPO, "lib"),
+                "-D_GNU_SOURCE", "-DFUSE4FS_VERSION=\"test\""] + cflags +
+               ["-O1", "-g", "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+                "-o", tmp] + srcs + libs + ["-lpthread"])
+    os.rename(tmp, F4SESSION_ASAN)
+    return F4SESSION_ASAN
+
+
+def _session_image(tmp_path, nfiles=5):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(nfiles):
+        (src / ("file%d" % i)).write_bytes(b"%d" % i)
+    img = str(tmp_path / "fs.img")
+    f4test.make_image(img, "ext4", 32 << 20, ["-d", str(src)])
+    return img
+
+
+def _run_session(img, *args):
+    p = f4test.run([f4session(), img] + list(args), check=False)
+    out = p.stdout + p.stderr
+    if img != "-":
+        fsck = f4test.run(["e2fsck", "-fn", img], check=False)
+        assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    return p.returncode, out
+
+
+def test_readdirplus_lost_reply_drops_references(tmp_path):
+    """A READDIRPLUS reply the kernel never gets (writing it fails with
+    ENOENT) must give back the lookup references of its entries: they kept
+    unlinked files (orphans) alive until unmount."""
+    rc, out = _run_session(_session_image(tmp_path), "readdirplus-lost")
+    assert rc == 0, out
+    assert "after a lost reply: 0, after a delivered one: 6" in out, out
+
+
+def test_forget_after_destroy(tmp_path):
+    """FORGET handled after DESTROY (a fuseblk unmount with several
+    workers) must not touch the closed file system (it read freed
+    memory: a crash)."""
+    rc, out = _run_session(_session_image(tmp_path), "forget-after-destroy")
+    assert rc == 0, out
+    assert "survived" in out
+
+
+def test_sysfs_write_error():
+    """Setting the mount's readahead in sysfs: a write whose flush fails
+    is an error, and the stream is closed once (it was closed twice)."""
+    rc, out = _run_session("-", "sysfs-write", "/dev/full")
+    assert rc == 0, out
+    assert "No space left on device" in out, out
