@@ -74,6 +74,7 @@ void f4_lock(struct f4fs *f)
  */
 void f4_unlock(struct f4fs *f)
 {
+	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino) = f->inval_inode;
 	ext2_ino_t inval[F4_INVAL_MAX];
 	unsigned int i, n = f->ninval;
 
@@ -81,7 +82,7 @@ void f4_unlock(struct f4fs *f)
 	f->ninval = 0;
 	pthread_mutex_unlock(&f->lock);
 	for (i = 0; i < n; i++)
-		f->inval_inode(f, inval[i]);
+		inval_inode(f, inval[i]);
 }
 
 /*
