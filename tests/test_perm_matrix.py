@@ -39,7 +39,9 @@ import f4test
 from f4test import run_as
 
 pytestmark = [pytest.mark.variants("ext4"), pytest.mark.image_size("64M"),
-              pytest.mark.fuse_only]
+              pytest.mark.fuse_only,
+              pytest.mark.skipif(f4test.driver() != "fuse4fs",
+                                 reason="fuse4fs' own options and modes")]
 
 U1 = (2000, 2000)           # owner of the "u1" objects, not in G
 U2 = (2001, 2001)           # member of G
