@@ -545,6 +545,10 @@ out:
 	return 0;
 }
 
+static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t start,
+			blk64_t end);
+
 static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 			       struct ext2_inode_large *inode)
 {
@@ -629,8 +633,19 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		}
 		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
 				bounce);
-		if (ret)
+		if (ret) {
+			/* Blocks mapped for this write must not show old data */
+			if (was_new && !map.unwritten)
+				punch_blocks(f, ino, &inode, map.lblk,
+					     map.lblk + map.len - 1);
 			break;
+		}
+		/* Unwritten blocks become data only once the data is there */
+		if (map.unwritten) {
+			ret = f4_map_convert(f, ino, &inode, &map);
+			if (ret)
+				break;
+		}
 		done += len;
 	}
 	free(bounce);
