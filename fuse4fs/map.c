@@ -358,6 +358,57 @@ static errcode_t merge_neighbours(ext2_extent_handle_t h,
 	return 0;
 }
 
+/* Delete the extent holding lblk. */
+static errcode_t delete_at(ext2_extent_handle_t h, blk64_t lblk)
+{
+	struct ext2fs_extent ex;
+	errcode_t err = extent_at(h, lblk, &ex);
+
+	if (!err)
+		err = ext2fs_extent_delete(h, 0);
+	if (!err)
+		err = fix_parents(h);
+	return err;
+}
+
+/*
+ * Written blocks at an edge of the unwritten extent *ex that continue an
+ * initialized neighbour move into that neighbour, as ext4 does it: the
+ * boundary shifts and no extent is added, so the tree doesn't grow.  The
+ * unwritten extent gives them up first (see split_unwritten).  1 if done.
+ */
+static int absorb_edge(ext2_extent_handle_t h, const struct ext2fs_extent *ex,
+		       const struct ext2fs_extent *mid,
+		       const struct ext2fs_extent *rest, errcode_t *errp)
+{
+	struct ext2fs_extent nb, keep = *rest;
+	int left = mid->e_lblk == ex->e_lblk;
+
+	if (left ? !mid->e_lblk || extent_at(h, mid->e_lblk - 1, &nb) ||
+		   !can_join(&nb, mid)
+		 : extent_at(h, mid->e_lblk + mid->e_len, &nb) ||
+		   !can_join(mid, &nb))
+		return 0;
+	if (keep.e_len)
+		*errp = replace_at(h, ex->e_lblk, &keep);
+	else
+		*errp = delete_at(h, ex->e_lblk);
+	if (*errp)
+		return 1;
+	if (left) {
+		nb.e_len += mid->e_len;
+		*errp = replace_at(h, nb.e_lblk, &nb);
+	} else {
+		blk64_t at = nb.e_lblk;
+
+		nb.e_lblk = mid->e_lblk;
+		nb.e_pblk = mid->e_pblk;
+		nb.e_len += mid->e_len;
+		*errp = replace_at(h, at, &nb);
+	}
+	return 1;
+}
+
 /*
  * Split the unwritten extent *ex around [mid->e_lblk, + mid->e_len),
  * which becomes initialized.  The unwritten extent is shrunk before the
@@ -372,13 +423,17 @@ static errcode_t split_unwritten(ext2_extent_handle_t h,
 	blk64_t last = ex->e_lblk + ex->e_len - 1;
 	blk64_t b = mid->e_lblk + mid->e_len - 1;
 	struct ext2fs_extent head = *ex, tail = *ex;
-	errcode_t err;
+	errcode_t err = 0;
 
 	tail.e_lblk = b + 1;
 	tail.e_pblk = ex->e_pblk + (b + 1 - ex->e_lblk);
 	tail.e_len = last - b;
 	head.e_len = mid->e_lblk - ex->e_lblk;
 
+	if (!head.e_len && absorb_edge(h, ex, mid, &tail, &err))
+		return err;
+	if (!tail.e_len && absorb_edge(h, ex, mid, &head, &err))
+		return err;
 	if (!head.e_len && !tail.e_len) {
 		return replace_at(h, ex->e_lblk, mid);
 	} else if (!head.e_len) {
@@ -439,6 +494,8 @@ int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
 	mid.e_len = map->len;
 	mid.e_flags = 0;
 	err = split_unwritten(h, &ex, &mid);
+	if (!err)
+		err = extent_at(h, map->lblk, &mid);
 	if (!err)
 		err = merge_neighbours(h, &mid);
 out:
