@@ -1001,6 +1001,15 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return ret;
 	if (!fs->block_map)
 		return -EROFS;
+	/*
+	 * Blocks freed since the last flush are free in memory but still in
+	 * use on disk: a crash now brings back the file, directory or tree
+	 * that owned them (alloc.c).  Make their freeing durable first, or
+	 * the discard would destroy what the crash brings back.
+	 */
+	ret = f4_fs_flush(f);
+	if (ret)
+		return ret;
 	/* ext4's checks: a range inside the file system, at least a block */
 	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
 	    minblocks > fs->super->s_clusters_per_group)

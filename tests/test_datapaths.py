@@ -304,3 +304,49 @@ def test_prealloc_shapes(request, fs, variant, shape):
             want = read_whole(kfs.path(name))
             assert got == want, "%s after remount: %s" % (
                 name, first_difference(got, want, bs))
+
+
+# ---------------------------------------------------------------------------
+# FITRIM and blocks freed since the last flush
+
+FITRIM = 0xC0185879         # _IOWR('X', 121, struct fstrim_range)
+
+
+@pytest.mark.variants("ext4", "ext2")
+@pytest.mark.mount_opts("commit=600")
+def test_fitrim_spares_blocks_freed_since_flush(fs):
+    """A file deleted after the last flush is still on disk: its inode,
+    directory entry and block map there still point at its blocks, and a
+    crash brings it back.  FITRIM must not discard those blocks (nothing
+    else may be written there before the flush that makes the deletion
+    durable, see alloc.c): after a crash the file must read back whole,
+    unless the trim made the deletion durable first."""
+    import fcntl
+    import struct as st
+    from test_orphans import crash_daemon
+
+    data = f4test.pattern(4 * MiB, 77)
+    fd = os.open(fs.path("victim"), os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)            # fuse4fs flushes everything on fsync
+    finally:
+        os.close(fd)
+    os.unlink(fs.path("victim"))
+    fd = os.open(fs.mnt, os.O_RDONLY)
+    try:
+        r = fcntl.ioctl(fd, FITRIM, st.pack("QQQ", 0, 2 ** 64 - 1, 0))
+    finally:
+        os.close(fd)
+    crash_daemon(fs)
+    fs.fsck()
+    fs.mount()
+    # Either the deletion was made durable before the trim (and the
+    # victim's blocks may be trimmed) or the victim is back, whole.
+    if os.path.exists(fs.path("victim")):
+        got = read_whole(fs.path("victim"))
+        assert got == data, "victim after trim and crash: %s" % (
+            first_difference(got, data, fs.blocksize))
+    else:
+        assert st.unpack("QQQ", r)[1] >= len(data), \
+            "the victim's blocks were not trimmed"
