@@ -729,6 +729,18 @@ int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 			err = 0;
 			break;
 		}
+		if (!err && ex.e_lblk > end) {
+			/*
+			 * end lies before the first extent of the leaf that
+			 * the index chose: that index entry starts before its
+			 * leaf.  What precedes end is in the leaf before.
+			 */
+			err = ext2fs_extent_get(h, EXT2_EXTENT_PREV_LEAF, &ex);
+			if (err == EXT2_ET_EXTENT_NO_PREV) {
+				err = 0;
+				break;
+			}
+		}
 		if (err)
 			break;
 		if (!ex.e_len || ex.e_lblk > end ||
