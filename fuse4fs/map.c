@@ -73,6 +73,66 @@ int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 	return 0;
 }
 
+/* block_iterate3 callback: every block a block-mapped file points at. */
+static int check_one(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+		     blk64_t ref_blk, int ref_offset, void *priv)
+{
+	struct { struct f4fs *f; ext2_ino_t ino; int ret; } *c = priv;
+
+	c->ret = f4_valid_data_blocks(c->f, c->ino, *blocknr, 1);
+	return c->ret ? BLOCK_ABORT : 0;
+}
+
+/*
+ * Every block of the file (its data and the blocks of its extent tree or
+ * indirect blocks) lies where a file's blocks may: 0 or -EFSCORRUPTED.
+ * For directories handed to libext2fs (ext2fs_link(), ext2fs_expand_dir(),
+ * ext2fs_dir_iterate2()), which read and write the blocks a damaged map
+ * names without asking, inode tables included.  One check per extent.
+ */
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode)
+{
+	struct { struct f4fs *f; ext2_ino_t ino; int ret; } c = { f, ino, 0 };
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	errcode_t err;
+	int op = EXT2_EXTENT_ROOT;
+
+	if (inode->i_flags & EXT4_INLINE_DATA_FL)
+		return 0;
+	if (!(inode->i_flags & EXT4_EXTENTS_FL)) {
+		err = ext2fs_block_iterate3(f->fs, ino, BLOCK_FLAG_READ_ONLY,
+					    NULL, check_one, &c);
+		if (c.ret)
+			return c.ret;
+		return err ? f4_fs_error(f, ino, err, "mapping blocks") : 0;
+	}
+	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	while (!c.ret) {
+		err = ext2fs_extent_get(h, op, &ex);
+		op = EXT2_EXTENT_NEXT;
+		if (err == EXT2_ET_EXTENT_NO_NEXT || err == EXT2_ET_NO_CURRENT_NODE) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (ex.e_flags & EXT2_EXTENT_FLAGS_SECOND_VISIT)
+			continue;
+		/* a leaf's extent, or the tree block an index entry names */
+		c.ret = f4_valid_data_blocks(f, ino, ex.e_pblk,
+				(ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) ?
+				ex.e_len : 1);
+	}
+	ext2fs_extent_free(h);
+	if (c.ret)
+		return c.ret;
+	return err ? f4_fs_error(f, ino, err, "reading extent tree") : 0;
+}
+
 static int map_extent(struct f4fs *f, ext2_ino_t ino,
 		      struct ext2_inode_large *inode, blk64_t lblk,
 		      blk64_t len, struct f4_map *map)

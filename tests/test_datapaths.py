@@ -459,3 +459,83 @@ def test_punch_index_before_leaf(fs, variant):
         "does not match logical start" in l for l in problems), p.stdout
     fs.mount()
     check_file(fs.path("f"), m, bs, "after e2fsck")
+
+
+# ---------------------------------------------------------------------------
+# a directory whose block map points into an inode table
+
+def _debugfs_int(image, req, regex):
+    out = f4test.run(["debugfs", "-R", req, image]).stdout
+    m = re.search(regex, out)
+    assert m, "%s: no %s in:\n%s" % (req, regex, out)
+    return int(m.group(1))
+
+
+@pytest.mark.variants("ext4", "ext2")
+@pytest.mark.parametrize("big", [False, True], ids=["linear", "htree"])
+def test_dir_block_in_inode_table(fs, variant, big):
+    """Issue 15: a damaged directory's blocks were checked against the
+    size of the file system but not against its metadata.  Here the
+    directory's first block is moved (contents and checksum intact) into
+    an unused block of group 0's inode table: creating, renaming into and
+    removing from that directory must fail with EUCLEAN, name the
+    directory's inode in the log, and leave the inode table untouched."""
+    bs = fs.blocksize
+    os.mkdir(fs.path("d"))
+    # empty files: no data blocks between the directory's own, which so
+    # stay one extent, in the inode
+    for i in range(300 if big else 3):
+        f4test.write_file(fs.path("d", "file-with-a-long-name-%04d" % i), b"")
+    f4test.write_file(fs.path("outside"), b"y")
+    fs.unmount()
+    img = fs.image
+    dino = _debugfs_int(img, "stat /d", r"Inode: (\d+)")
+    first = _debugfs_int(img, "blocks /d", r"(\d+)")
+    ipg = _debugfs_int(img, "stats", r"Inodes per group:\s+(\d+)")
+    # the block holding the last inodes of group 0: unused on a fresh fs
+    itb = _debugfs_int(img, "imap <%d>" % ipg, r"located at block (\d+)")
+    with open(img, "r+b") as f:
+        f.seek(first * bs)
+        block = f.read(bs)
+        f.seek(itb * bs)
+        saved = f.read(bs)
+        assert not any(saved), "inode table block %d in use" % itb
+        f.seek(itb * bs)
+        f.write(block)
+    # extent root in i_block: 3 words of header, then the first extent
+    # (block, len|start_hi, start_lo); a block map's first pointer is [0]
+    slot = 5 if variant == "ext4" else 0
+    f4test.run(["debugfs", "-w", "-R", "sif /d block[%d] %d" % (slot, itb),
+                img])
+    assert _debugfs_int(img, "blocks /d", r"(\d+)") == itb
+    fs.mount()
+    try:
+        tries = {
+            "create": lambda: f4test.write_file(fs.path("d", "new"), b"z"),
+            "rename": lambda: os.rename(fs.path("outside"),
+                                        fs.path("d", "moved")),
+            "unlink": lambda: os.unlink(fs.path(
+                "d", "file-with-a-long-name-0001")),
+            "mkdir": lambda: os.mkdir(fs.path("d", "sub")),
+        }
+        got = {k: f4test.errname(f4test.errno_of(fn) or 0)
+               for k, fn in tries.items()}
+        assert got == {k: "EUCLEAN" for k in tries}, got
+        fs.unmount()
+        with open(img, "rb") as f:
+            f.seek(itb * bs)
+            assert f.read(bs) == block, "the inode table block was written"
+        log = f4test.read_log(fs.log, limit=1 << 20)
+        assert re.search(r"inode #?%d\b.*metadata" % dino, log), log[-3000:]
+    finally:
+        if fs.mounted:
+            fs.force_cleanup()
+        # put the directory back where it was, for the teardown's e2fsck
+        f4test.run(["debugfs", "-w", "-R", "sif /d block[%d] %d" % (
+            slot, first), img])
+        with open(img, "r+b") as f:
+            f.seek(itb * bs)
+            f.write(saved)
+        for _ in range(3):
+            if f4test.run(["e2fsck", "-fy", img], check=False).returncode < 4:
+                break
