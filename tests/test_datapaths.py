@@ -267,7 +267,10 @@ def test_prealloc_shapes(request, fs, variant, shape):
     fuse4fs and kernel ext4, against an in-memory model; again after a
     remount; e2fsck -fn at teardown."""
     bs = fs.blocksize
-    nb = 600
+    # A random fill of n blocks peaks at about n/2 extents (written and
+    # unwritten runs alternating): enough to overflow a leaf block (bs/12
+    # extents), so that conversions split leaves and grow the tree.
+    nb = max(600, 3 * (bs // 12))
     kfs = kernel_or_none(request, variant)
     mounts = [fs] + ([kfs] if kfs else [])
     for seed in (11, 12):
