@@ -43,7 +43,7 @@ struct f4_io {
 	int blockdev;
 	unsigned long long offset;	/* where the file system starts */
 	unsigned long long limit;	/* blocks; 0 until known */
-	unsigned long long end;		/* bytes past offset; 0: not given */
+	unsigned long long end;		/* bytes from offset; 0: none */
 	unsigned long long cache_bytes;
 	int block_size;
 	struct cache cache;

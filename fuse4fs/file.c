@@ -629,7 +629,7 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
 				bounce);
 		if (ret) {
-			/* Blocks mapped for this write must not show old data */
+			/* what was mapped for it must not show old data */
 			if (was_new && !map.unwritten)
 				punch_blocks(f, ino, &inode, map.lblk,
 					     map.lblk + map.len - 1);

@@ -178,7 +178,7 @@ struct jnl {
 	unsigned long nrecords;	/* revoke records in committed transactions */
 	int stopped_early, failed_commit, wrapped;
 	blk64_t fs_limit;	/* first block past the file system */
-	blk64_t region;		/* blocks its partition or device holds */
+	blk64_t region;		/* blocks in its partition or device */
 };
 
 static __u32 get_be32(const unsigned char *p)

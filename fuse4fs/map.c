@@ -114,7 +114,8 @@ int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
 	while (!c.ret) {
 		err = ext2fs_extent_get(h, op, &ex);
 		op = EXT2_EXTENT_NEXT;
-		if (err == EXT2_ET_EXTENT_NO_NEXT || err == EXT2_ET_NO_CURRENT_NODE) {
+		if (err == EXT2_ET_EXTENT_NO_NEXT ||
+		    err == EXT2_ET_NO_CURRENT_NODE) {
 			err = 0;
 			break;
 		}
@@ -432,17 +433,18 @@ static errcode_t delete_at(ext2_extent_handle_t h, blk64_t lblk)
 }
 
 /*
- * Written blocks at an edge of the unwritten extent *ex that continue an
- * initialized neighbour move into that neighbour, as ext4 does it: the
- * boundary shifts and no extent is added, so the tree doesn't grow.  The
- * unwritten extent gives them up first (see split_unwritten).  1 if done.
+ * Written blocks at an edge of the unwritten extent *ex (its start if
+ * left, else its end) that continue an initialized neighbour move into
+ * that neighbour, as ext4 does it: the boundary shifts and no extent is
+ * added, so the tree doesn't grow.  The unwritten extent shrinks to *rest
+ * first (see split_unwritten).  1 if done, with any error in *errp.
  */
 static int absorb_edge(ext2_extent_handle_t h, const struct ext2fs_extent *ex,
 		       const struct ext2fs_extent *mid,
-		       const struct ext2fs_extent *rest, errcode_t *errp)
+		       const struct ext2fs_extent *rest, int left,
+		       errcode_t *errp)
 {
 	struct ext2fs_extent nb, keep = *rest;
-	int left = mid->e_lblk == ex->e_lblk;
 
 	if (left ? !mid->e_lblk || extent_at(h, mid->e_lblk - 1, &nb) ||
 		   !can_join(&nb, mid)
@@ -490,9 +492,9 @@ static errcode_t split_unwritten(ext2_extent_handle_t h,
 	tail.e_len = last - b;
 	head.e_len = mid->e_lblk - ex->e_lblk;
 
-	if (!head.e_len && absorb_edge(h, ex, mid, &tail, &err))
+	if (!head.e_len && absorb_edge(h, ex, mid, &tail, 1, &err))
 		return err;
-	if (!tail.e_len && absorb_edge(h, ex, mid, &head, &err))
+	if (!tail.e_len && absorb_edge(h, ex, mid, &head, 0, &err))
 		return err;
 	if (!head.e_len && !tail.e_len) {
 		return replace_at(h, ex->e_lblk, mid);
@@ -506,12 +508,11 @@ static errcode_t split_unwritten(ext2_extent_handle_t h,
 		if (!err)
 			err = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER,
 						   mid);
-		if (!err && tail.e_len) {
+		if (!err && tail.e_len)
 			err = fix_parents(h);
-			if (!err)
-				err = ext2fs_extent_insert(h,
-						EXT2_EXTENT_INSERT_AFTER, &tail);
-		}
+		if (!err && tail.e_len)
+			err = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER,
+						   &tail);
 	}
 	if (!err)
 		err = fix_parents(h);
