@@ -190,12 +190,12 @@ static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 		      int htree, blk64_t pblk, char *buf)
 {
 	errcode_t err;
-	int ok;
+	int ok, ret;
 
-	if (pblk < f->fs->super->s_first_data_block ||
-	    pblk >= ext2fs_blocks_count(f->fs->super))
-		return f4_corrupt(f, dir, "directory block %llu out of range",
-				  (unsigned long long)pblk);
+	/* inside the file system, and not in its metadata */
+	ret = f4_valid_data_blocks(f, dir, pblk, 1);
+	if (ret)
+		return ret;
 	err = io_channel_read_blk64(f->fs->io, pblk, 1, buf);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory block");
@@ -221,6 +221,9 @@ static int write_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 	errcode_t err;
 	int ret;
 
+	ret = f4_valid_data_blocks(f, dir, pblk, 1);
+	if (ret)
+		return ret;
 	if (ext2fs_has_feature_metadata_csum(f->fs->super) &&
 	    is_dx_block(f, buf, htree)) {
 		err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
@@ -351,6 +354,9 @@ static int iterate(struct f4fs *f, ext2_ino_t dir, int flags,
 		return ret;
 	if (inode.i_flags & EXT4_INLINE_DATA_FL)
 		flags |= DIRENT_FLAG_INCLUDE_INLINE_DATA;
+	ret = f4_valid_file_blocks(f, dir, &inode);
+	if (ret)
+		return ret;
 	err = ext2fs_dir_iterate2(f->fs, dir, flags, NULL, fn, arg);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory");
@@ -722,6 +728,10 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	memcpy(nbuf, name, len);
 	nbuf[len] = 0;
 	for (tries = 0; tries < 4; tries++) {
+		/* libext2fs writes wherever the directory's map says */
+		ret = f4_valid_file_blocks(f, dir, &inode);
+		if (ret)
+			return ret;
 		err = ext2fs_link(f->fs, dir, nbuf, ino, ftype);
 		if (err != EXT2_ET_DIR_NO_SPACE)
 			break;
@@ -743,6 +753,9 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 			if (ret)
 				return ret;
 		}
+		ret = f4_valid_file_blocks(f, dir, &inode);
+		if (ret)
+			return ret;
 		err = ext2fs_expand_dir(f->fs, dir);
 		if (err)
 			return f4_fs_error(f, dir, err, "growing directory");

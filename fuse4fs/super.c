@@ -258,14 +258,53 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 
 /* ---- opening -------------------------------------------------------- */
 
+/*
+ * The bytes the file system may span from its start: its partition, or
+ * the device (image) past the offset.  Known from the command line and
+ * the device alone, before anything on the image is trusted; no write may
+ * leave this range, whatever the image (or its journal) says.  0 if the
+ * device's size can't be found.
+ */
+static unsigned long long region_bytes(struct f4_opts *opts)
+{
+	blk64_t dev = 0;
+	unsigned long long bytes;
+
+	if (ext2fs_get_device_size2(opts->device, 1, &dev) || !dev)
+		return opts->size_limit;
+	bytes = dev > opts->offset ? dev - opts->offset : 0;
+	if (opts->size_limit && opts->size_limit < bytes)
+		bytes = opts->size_limit;
+	return bytes;
+}
+
 static char io_options[64];
 
+/* For libext2fs's own I/O managers (the journal replay). */
 static const char *make_io_options(struct f4_opts *opts)
 {
 	if (!opts->offset)
 		return NULL;
 	snprintf(io_options, sizeof(io_options), "offset=%llu", opts->offset);
 	return io_options;
+}
+
+static char f4_io_options[96];
+
+/* For fuse4fs's block cache: the offset and the end of the byte range. */
+static const char *make_f4_io_options(struct f4_opts *opts)
+{
+	unsigned long long end = region_bytes(opts);
+
+	if (end)
+		snprintf(f4_io_options, sizeof(f4_io_options),
+			 "offset=%llu&end=%llu", opts->offset, end);
+	else if (opts->offset)
+		snprintf(f4_io_options, sizeof(f4_io_options), "offset=%llu",
+			 opts->offset);
+	else
+		return NULL;
+	return f4_io_options;
 }
 
 static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
@@ -473,8 +512,8 @@ static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 		flags |= EXT2_FLAG_RW;
 	if (force)
 		flags |= EXT2_FLAG_FORCE | EXT2_FLAG_SKIP_MMP;
-	return ext2fs_open2(opts->device, make_io_options(opts), flags, 0, 0,
-			    f4_io_manager, fsp);
+	return ext2fs_open2(opts->device, make_f4_io_options(opts), flags, 0,
+			    0, f4_io_manager, fsp);
 }
 
 /* Is the device itself writable?  A read-only image falls back to ro. */
@@ -594,7 +633,7 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 		       "replaying", opts->device);
 		return -EROFS;
 	}
-	ret = f4_journal_check(fs, why, sizeof(why));
+	ret = f4_journal_check(fs, region_bytes(opts), why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: cannot replay the journal: %s",
 		       opts->device, why);
@@ -605,8 +644,9 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 	f4_log(LOG_NOTICE, "%s: recovering journal", opts->device);
 	memset(&rep, 0, sizeof(rep));
-	ret = f4_journal_recover(opts->device, make_io_options(opts), &rep,
-				 log_journal, opts->device, why, sizeof(why));
+	ret = f4_journal_recover(opts->device, make_io_options(opts),
+				 region_bytes(opts), &rep, log_journal,
+				 opts->device, why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: journal recovery failed: %s",
 		       opts->device, why);
@@ -627,17 +667,10 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 static int check_size(struct f4_opts *opts, ext2_filsys fs)
 {
-	blk64_t dev_blocks = 0;
-	errcode_t err;
+	blk64_t dev_blocks = region_bytes(opts) / fs->blocksize;
 
-	err = ext2fs_get_device_size2(opts->device, fs->blocksize,
-				      &dev_blocks);
-	if (err || !dev_blocks)
+	if (!dev_blocks)
 		return 0;
-	if (opts->offset)
-		dev_blocks -= opts->offset / fs->blocksize;
-	if (opts->size_limit && opts->size_limit / fs->blocksize < dev_blocks)
-		dev_blocks = opts->size_limit / fs->blocksize;
 	if (ext2fs_blocks_count(fs->super) > dev_blocks) {
 		f4_log(LOG_ERR, "%s: file system is %llu blocks but the "
 		       "device holds only %llu: image truncated?",
