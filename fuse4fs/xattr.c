@@ -220,8 +220,6 @@ static int reuse_shared_block(struct f4fs *f, ext2_ino_t ino,
 	ret = f4_write_inode(f, ino, &inode);
 out:
 	free(buf);
-	free(sb->buf);
-	sb->buf = NULL;
 	return ret;
 }
 
@@ -409,6 +407,61 @@ static int ea_inode_put(struct f4fs *f, ext2_ino_t owner,
 	return f4_free_inode(f, ea, &ei);
 }
 
+/* One more reference to an EA inode (a copied block names it too). */
+static int ea_inode_get(struct f4fs *f, ext2_ino_t owner,
+			const struct ext2_ext_attr_entry *e, void *arg)
+{
+	ext2_ino_t ea = e->e_value_inum;
+	struct ext2_inode_large ei;
+	__u64 ref;
+	int ret;
+
+	if (f4_check_ino(f, ea) || ea == EXT2_ROOT_INO)
+		return f4_corrupt(f, owner, "xattr value in bad inode %u", ea);
+	ret = f4_read_inode(f, ea, &ei);
+	if (ret)
+		return ret;
+	if (!(ei.i_flags & EXT4_EA_INODE_FL) || !ei.i_links_count)
+		return f4_corrupt(f, owner, "xattr value inode %u is not an "
+				  "EA inode", ea);
+	ref = ext2fs_get_ea_inode_ref((struct ext2_inode *)&ei);
+	ext2fs_set_ea_inode_ref((struct ext2_inode *)&ei, ref + 1);
+	return f4_write_inode(f, ea, &ei);
+}
+
+/*
+ * A change to an inode whose xattr block is shared makes libext2fs copy
+ * the block, and the copy names the same EA inodes without taking
+ * references; libext2fs then drops one for each value it replaces or
+ * removes, which would free an EA inode the other sharers still use.
+ * So the copy's references are taken before the change, and given back
+ * if the inode ends up sharing the original block after all.
+ */
+static int shared_ea_refs_take(struct f4fs *f, ext2_ino_t ino,
+			       const struct shared_block *sb)
+{
+	if (!sb->blk || !ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	return walk_block_refs(f, ino, sb->buf, ea_inode_get, NULL);
+}
+
+static int shared_ea_refs_settle(struct f4fs *f, ext2_ino_t ino,
+				 const struct shared_block *sb)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	if (!sb->blk || !ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode) !=
+	    sb->blk)
+		return 0;		/* a copy (or none): it kept them */
+	return walk_block_refs(f, ino, sb->buf, ea_inode_put, NULL);
+}
+
 /* Set (value != NULL) or remove one attribute. */
 static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 		     const void *value, size_t size, int flags)
@@ -419,7 +472,7 @@ static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	size_t oldlen;
 	blk64_t charge;
 	errcode_t err;
-	int ret, exists;
+	int ret, r, exists;
 
 	ret = ea_inode_charge(f, ino, &charge);
 	if (ret)
@@ -427,8 +480,14 @@ static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	ret = note_shared_block(f, ino, &shared);
 	if (ret)
 		return ret;
+	ret = shared_ea_refs_take(f, ino, &shared);
+	if (ret) {
+		free(shared.buf);
+		return ret;
+	}
 	ret = open_xattrs(f, ino, &h);
 	if (ret) {
+		shared_ea_refs_settle(f, ino, &shared);
 		free(shared.buf);
 		return ret;
 	}
@@ -468,6 +527,9 @@ out:
 		ret = drop_empty_block(f, ino);
 	if (!ret)
 		ret = reuse_shared_block(f, ino, &shared);
+	r = shared_ea_refs_settle(f, ino, &shared);
+	if (!ret)
+		ret = r;
 	free(shared.buf);
 	if (!ret)
 		ret = ea_inode_recharge(f, ino, charge);

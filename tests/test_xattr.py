@@ -819,3 +819,50 @@ def test_ea_inode_orphan_recovery(fs_unmounted):
     assert re.search(r"orphan cleanup: 1 inode", out), out
     assert os.listdir(fs.mnt) == ["lost+found"]
     assert _counts(fs.mnt, free0) == free0
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_in_shared_block(fs_factory, fs_unmounted, variant):
+    """The kernel shares identical xattr blocks, EA-inode references and
+    all (one reference per block).  Changing one sharer copies the block
+    here: the copy must take its own references, or removing a value from
+    one file frees the EA inode the others still name."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    attrs = [("user.fill", pattern(60, 80)), ("user.a", pattern(700, 81)),
+             ("user.big", pattern(bs + 904, 82))]
+    want = {}
+    for n in "pqr":
+        write_file(os.path.join(k.mnt, n), b"")
+        for key, v in attrs:
+            os.setxattr(os.path.join(k.mnt, n), key, v)
+        want[n] = dict(attrs)
+    k.unmount()
+    k.fsck()
+    blocks = {file_acl_block(fs.image, n) for n in "pqr"}
+    assert len(blocks) == 1 and 0 not in blocks, (
+        "the kernel did not share the block: %r" % blocks)
+    fs.mount()
+    os.removexattr(fs.path("p"), "user.big")
+    del want["p"]["user.big"]
+    os.setxattr(fs.path("q"), "user.c", b"1")
+    want["q"]["user.c"] = b"1"
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    k.unmount()
+    fs.mount()
+    os.unlink(fs.path("r"))
+    del want["r"]
+    os.setxattr(fs.path("q"), "user.big", pattern(2 * bs, 83))
+    want["q"]["user.big"] = pattern(2 * bs, 83)
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    for n in list(want):
+        os.unlink(os.path.join(k.mnt, n))
