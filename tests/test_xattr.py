@@ -866,3 +866,29 @@ def test_ea_inode_in_shared_block(fs_factory, fs_unmounted, variant):
     assert _ea_dump(k.mnt) == want
     for n in list(want):
         os.unlink(os.path.join(k.mnt, n))
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+@pytest.mark.fuse_only
+def test_ea_inode_kernel_orphan_recovered(fs_factory, fs_unmounted,
+                                          variant):
+    """An orphan written by the kernel (made one with debugfs: no name,
+    no links, on s_last_orphan) that has an xattr block and a value in an
+    EA inode: the mount frees it all."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    free0 = _counts(k.mnt)
+    p = os.path.join(k.mnt, "victim")
+    write_file(p, pattern(2 * bs, 90))
+    os.setxattr(p, "user.a", pattern(700, 91))
+    os.setxattr(p, "user.big", pattern(3 * bs + 1, 92))
+    ino = os.stat(p).st_ino
+    k.unmount()
+    f4test.debugfs(fs.image, "unlink /victim", "sif <%d> links_count 0" % ino,
+                   "ssv last_orphan %d" % ino, write=True)
+    fs.mount()
+    log = f4test.read_log(fs.log)
+    assert re.search(r"orphan cleanup: 1 inode", log), log
+    assert os.listdir(fs.mnt) == ["lost+found"]
+    assert _counts(fs.mnt) == free0
