@@ -95,13 +95,17 @@ def _scenario(root, nfiles):
 
 
 def _dirs(root):
-    """Every directory below root: path -> (nlink, entries)."""
+    """Every directory below root: path -> (nlink, entries, whether
+    stat of its ".." is its parent)."""
     out = {}
     for top, dirs, files in os.walk(root):
         rel = os.path.relpath(top, root)
         if rel.startswith("lost+found"):
             continue
-        out[rel] = (os.stat(top).st_nlink, len(dirs) + len(files))
+        dotdot = os.stat(os.path.join(top, "..")).st_ino
+        parent = os.stat(os.path.dirname(top) if rel != "." else top).st_ino
+        out[rel] = (os.stat(top).st_nlink, len(dirs) + len(files),
+                    dotdot == parent)
     return out
 
 
