@@ -497,7 +497,7 @@ static int dir_get_dotdot(struct f4fs *f, ext2_ino_t dir,
 	char *buf;
 	int ret;
 
-	if (is_inline(inode)) {
+	if (f4_is_inline(inode)) {
 		*parent = ext2fs_le32_to_cpu(inode->i_block[0]);
 		return 0;
 	}
