@@ -284,8 +284,10 @@ static int walk_ibody_refs(struct f4fs *f, ext2_ino_t ino, ea_ref_fn fn,
 		ret = f4_fs_error(f, ino, err, "reading inode");
 		goto out;
 	}
+	/* No room for in-inode xattrs without the extra fields */
 	off = EXT2_GOOD_OLD_INODE_SIZE + raw->i_extra_isize;
-	if (raw->i_extra_isize & 3 || off + sizeof(__u32) > f->inode_size ||
+	if (raw->i_extra_isize < sizeof(raw->i_extra_isize) ||
+	    raw->i_extra_isize & 3 || off + sizeof(__u32) > f->inode_size ||
 	    *(__u32 *)((char *)raw + off) != EXT2_EXT_ATTR_MAGIC)
 		goto out;
 	off += sizeof(__u32);
