@@ -534,11 +534,13 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		return ret;
 	if (len <= 2 && name[0] == '.' && (len == 1 || name[1] == '.')) {
 		/* Not where the name hash (or the dcache) would look */
-		fd.ftype = EXT2_FT_DIR;
 		fd.ino = dir;
-		ret = len == 1 ? 1 : dir_get_dotdot(f, dir, &inode, &fd.ino);
-		if (ret < 0)
-			return ret;
+		fd.ftype = EXT2_FT_DIR;
+		if (len == 2) {
+			ret = dir_get_dotdot(f, dir, &inode, &fd.ino);
+			if (ret)
+				return ret;
+		}
 		ret = 1;
 		goto found;
 	}
