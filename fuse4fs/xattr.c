@@ -955,7 +955,13 @@ static int check_xattr_name(const char *name)
 	return 0;
 }
 
-static int touch_ctime(struct f4fs *f, ext2_ino_t ino)
+/*
+ * The change is done: a new ctime, and if the inode's block count moved
+ * (an xattr block or an EA-inode value came or went), the kernel's
+ * cached st_blocks is stale, since it only drops the ctime itself.
+ */
+static int touch_ctime(struct f4fs *f, ext2_ino_t ino,
+		       const struct ext2_inode_large *before)
 {
 	struct ext2_inode_large inode;
 	int ret;
@@ -963,6 +969,9 @@ static int touch_ctime(struct f4fs *f, ext2_ino_t ino)
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
+	if (ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&inode) !=
+	    ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)before))
+		f4_inval_inode(f, ino);
 	f4_touch(f, &inode, F4_TOUCH_C);
 	return f4_write_inode(f, ino, &inode);
 }
@@ -1015,7 +1024,7 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = put_value(f, ino, name, value ? value : "", size, flags);
 	caps_changed(f, ino, name);
 	if (!ret)
-		ret = touch_ctime(f, ino);
+		ret = touch_ctime(f, ino, &inode);
 	return ret;
 }
 
@@ -1117,7 +1126,7 @@ int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = put_value(f, ino, name, NULL, 0, 0);
 	caps_changed(f, ino, name);
 	if (!ret)
-		ret = touch_ctime(f, ino);
+		ret = touch_ctime(f, ino, &inode);
 	return ret;
 }
 

@@ -661,7 +661,12 @@ def _ea_steps(root, bs):
     out = []
 
     def note(what, unlinked=False):
-        blocks = os.stat(a).st_blocks if os.path.exists(a) else None
+        # first as stat(1) asks (statx for the blocks only: what the
+        # kernel has cached), then in full
+        p = run(["stat", "-c", "%b", a], check=False)
+        blocks = None
+        if p.returncode == 0:
+            blocks = (int(p.stdout), os.stat(a).st_blocks)
         cnt = _counts(root)
         if unlinked:
             # freed at the kernel's FORGET, which comes asynchronously
