@@ -56,11 +56,12 @@ def _scenario(root, nfiles):
     """Renames across hashed directories; returns what each step gave."""
     p = lambda *a: os.path.join(root, *a)  # noqa: E731
     for d in ("a", "a/d", "a/d/inner", "a/z", "x", "x/y", "big", "big/sub",
-              "big/empty", "big2", "big2/m", "big3"):
+              "big/empty", "big2", "big2/m", "big3", "big4", "w", "w/v"):
         os.mkdir(p(d))
-    for d in ("big", "big2", "big3"):
+    for d in ("big", "big2", "big3", "big4"):
         _fill(p(d), nfiles)
-    hashed = [d for d in ("big", "big2", "big3") if _is_hashed(p(d))]
+    hashed = [d for d in ("big", "big2", "big3", "big4")
+              if _is_hashed(p(d))]
     steps = [("hashed", hashed)]
 
     def step(what, fn, *args):
@@ -95,6 +96,10 @@ def _scenario(root, nfiles):
     step("empty x/y/big/big2", _unfill, p("x/y/big/big2"), nfiles)
     step("rmdir emptied hashed", os.rmdir, p("x/y/big/big2"))
     step("rmdir non-empty hashed", os.rmdir, p("big3"))
+    # a directory replaces an emptied hashed one, and a non-empty one
+    step("mv w big3 (not empty)", os.rename, p("w"), p("big3"))
+    step("empty big4", _unfill, p("big4"), nfiles)
+    step("mv w big4 (emptied)", os.rename, p("w"), p("big4"))
     return steps
 
 
@@ -138,7 +143,7 @@ def test_rename_dirs_across_hashed_dirs(fs, kernel_ext4, variant):
     nfiles = 300
     got = _scenario(fs.mnt, nfiles)
     want = _scenario(kernel_ext4.mnt, nfiles)
-    assert got[0][1] == ["big", "big2", "big3"], (
+    assert got[0][1] == ["big", "big2", "big3", "big4"], (
         "the test's big directories are not hashed: %r" % (got[0],))
     assert got == want, "\n".join(
         "%-32s fuse4fs %-8r kernel %r" % (g[0], g[1], w[1])
