@@ -364,8 +364,7 @@ static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
 static int readonly_features(struct ext2_super_block *sb, char *names,
 			     size_t size)
 {
-	unsigned int incompat, ro_compat;
-	size_t l;
+	unsigned int ro_compat;
 
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
@@ -375,19 +374,28 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
 		      EXT4_FEATURE_RO_COMPAT_QUOTA |
 		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+	if (!ro_compat)
+		return 0;
+	feature_list(2, ro_compat, names, size);
+	return 1;
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode yet: even a
+ * read-only mount would serve wrong results (case-insensitive lookups
+ * that fail, ciphertext names and data), so no mount at all.
+ */
+static int undecoded_features(struct ext2_super_block *sb, char *names,
+			      size_t size)
+{
+	unsigned int incompat;
+
 	incompat = sb->s_feature_incompat &
 		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
 		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
-	if (!ro_compat && !incompat)
+	if (!incompat)
 		return 0;
-	feature_list(2, ro_compat, names, size);
-	if (incompat) {
-		l = strlen(names);
-		feature_list(1, incompat, names + l + (l ? 2 : 0),
-			     size - l - 2);
-		if (l)
-			memcpy(names + l, ", ", 2);
-	}
+	feature_list(1, incompat, names, size);
 	return 1;
 }
 
@@ -405,6 +413,13 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		feature_list(1, incompat, names, sizeof(names));
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs does "
 		       "not support: %s", opts->device, names);
+		return -EOPNOTSUPP;
+	}
+	if (undecoded_features(sb, names, sizeof(names))) {
+		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
+		       "cannot decode yet: %s; not mounted, not even "
+		       "read-only (names or contents would come out wrong)",
+		       opts->device, names);
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
