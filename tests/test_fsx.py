@@ -60,11 +60,9 @@ FUSE4FS_EOPNOTSUPP = {
     "ext2": ["falloc", "fkeep", "zero", "zerokeep", "collapse", "insert"],
 }
 
-# Issue 15 item 1 (fallocate, then random 4 KiB writes in random order,
-# loses data): until it is fixed the pburst generator, which finds it
-# within seconds, is left out of the runs that must pass; the defect has
-# its own test, test_fsx_prealloc_random_writes, marked xfail.
-KNOWN_DEFECT_OFF = ["pburst"]
+# Ops left out of the runs that must pass while a known defect is open
+# (issue 15 item 1 kept "pburst" here until its fix).
+KNOWN_DEFECT_OFF = []
 
 # (seed offset, files, max file length, max op length): one long file with
 # big ops, a few medium files, many small files with small dense ops.
@@ -830,9 +828,10 @@ def test_fsx_remount_rounds(fsx_variant, wbc, f4fsx, f4mnt, tmp_path):
     r = run_fsx(f4fsx, [
         "-S", seed, "-N", 2000 * SCALE, "-f", 3, "-l", "1m", "-o", "96k",
         "-b", bs, "-U", ",".join(FUSE4FS_EOPNOTSUPP[fstype]),
-        "-x", ",".join(KNOWN_DEFECT_OFF), "-M", 300,
-        "--remount-cmd", m.cmd("remount"), "-L", tmp_path / "run.log",
-        m.mnt])
+        "-M", 300, "--remount-cmd", m.cmd("remount"),
+        "-L", tmp_path / "run.log"] +
+        (["-x", ",".join(KNOWN_DEFECT_OFF)] if KNOWN_DEFECT_OFF else []) +
+        [m.mnt])
     print(r.stdout.strip())
     counts = dict(kv.split("=") for kv in r.stdout.split(":")[-1].split())
     assert int(counts["remount"]) >= 2 and int(counts["dwrite"]) > 0, counts
@@ -879,13 +878,12 @@ PBURST_ONLY = ",".join("%s=0" % o for o in (
     "insert", "frag")) + ",pburst=4,truncate=1,punch=1,fsync=1,reopen=1,seek=1"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 item 1: fallocate, then "
-                   "random 4 KiB writes in random order, loses data")
 def test_fsx_prealloc_random_writes(f4fsx, f4mnt, tmp_path):
     """The fio randwrite --verify pattern of issue 15 item 1: fallocate a
     region (up to 16 MiB), write each 4 KiB block once in random order,
-    read it back; repeated with punches and truncates between.  On the
-    defective build this fails within seconds (blocks read back zeroed)."""
+    read it back; repeated with punches and truncates between.  Before the
+    fix of issue 15 item 1 this failed within seconds (4 KiB blocks read
+    back as zeros; SEEK_DATA reported holes where data had been written)."""
     m = f4mnt("ext4", 4096)
     r = run_fsx(f4fsx, [
         "-S", 2, "-N", 6000, "-f", 1, "-l", "16m", "-o", "64k", "-w",
