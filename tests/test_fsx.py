@@ -860,7 +860,8 @@ def test_fsx_deep_extent_tree(fsx_variant, f4fsx, f4mnt, tmp_path):
         "zerokeep", "fsync", "fdatasync", "collapse", "insert", "pburst",
         "dread", "dwrite", "write", "seek"))
     r = run_fsx(f4fsx, [
-        "-S", 31 + bs, "-N", 9000 * SCALE, "-f", 1, "-l", maxlen,
+        "-S", 31 + bs, "-N", (6000 if bs == 4096 else 4000) * SCALE,
+        "-f", 1, "-l", maxlen,
         "-o", "64k", "-b", bs, "-w", weights + ",frag=3,read=2,punch=1,"
         "truncate=1,reopen=1", "-U", ",".join(FUSE4FS_EOPNOTSUPP[fstype]),
         "-M", 3000, "--remount-cmd", m.cmd("remount"), m.mnt])
