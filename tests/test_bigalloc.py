@@ -1,0 +1,378 @@
+"""bigalloc (clusters of several blocks) read-write.
+
+A cluster belongs to a file as a whole; the blocks of one logical cluster
+share one physical cluster at the same offsets; punch and truncate give
+back only clusters no block of the file uses; i_blocks counts clusters.
+The same deterministic workload runs on fuse4fs and on the kernel's ext4
+(which mounts bigalloc here) and contents, st_blocks and statfs must
+agree; every image must then pass e2fsck -fn, which checks the cluster
+bitmaps, the free cluster counts and every file's i_blocks.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import random
+import shutil
+
+import pytest
+
+import f4test
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
+                    use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                            ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd, mode, off, length):
+    if _libc.fallocate(fd, mode, off, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _cfg(variant, cluster):
+    return pytest.param(variant, cluster, id="%s-C%d" % (variant, cluster),
+                        marks=pytest.mark.mkfs_opts("-O", "bigalloc", "-C",
+                                                    str(cluster)))
+
+
+CONFIGS = [_cfg("ext4", 16384), _cfg("ext4", 65536), _cfg("ext4-1k", 4096)]
+
+pytestmark = [pytest.mark.timeout(600)]
+
+
+def pwrite_all(fd, data, off):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, off)
+        view = view[n:]
+        off += n
+
+
+def workload(root, bs, cl):
+    """The same operations in the same order on either driver."""
+    rng = random.Random(17)
+    p = lambda *a: os.path.join(root, *a)  # noqa: E731
+
+    # many small files: a cluster each
+    os.mkdir(p("small"))
+    for i in range(150):
+        f4test.write_file(p("small", "s%03d" % i),
+                          f4test.pattern(rng.randrange(1, 3 * bs), i))
+
+    # appends across cluster boundaries
+    fd = os.open(p("app"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for i, n in enumerate([cl - 1, 3, cl + 5, 3 * bs + 7, 1, cl, bs - 1,
+                           2 * cl + 11, 5]):
+        os.write(fd, f4test.pattern(n, 100 + i))
+    os.close(fd)
+
+    # random-order writes, some unaligned
+    fd = os.open(p("rnd"), os.O_RDWR | os.O_CREAT, 0o644)
+    chunks = list(range(48))
+    rng.shuffle(chunks)
+    for c in chunks:
+        pwrite_all(fd, f4test.pattern(bs, 200 + c), c * bs)
+    for i in range(12):
+        off = rng.randrange(0, 60 * bs)
+        pwrite_all(fd, f4test.pattern(rng.randrange(1, 2 * bs), 300 + i),
+                   off)
+    os.close(fd)
+
+    # sparse: holes inside a cluster and between clusters
+    fd = os.open(p("sparse"), os.O_RDWR | os.O_CREAT, 0o644)
+    for i, blk in enumerate([1, 3, 5 * (cl // bs) + 2, 40 * (cl // bs) - 1,
+                             5 * (cl // bs)]):
+        pwrite_all(fd, f4test.pattern(bs // 2 + i, 400 + i), blk * bs + 7)
+    os.close(fd)
+
+    # truncate to the middle of a cluster and up again, then write there
+    f4test.write_file(p("trunc"), f4test.pattern(5 * cl, 500))
+    os.truncate(p("trunc"), 2 * cl + bs + bs // 2)
+    os.truncate(p("trunc"), 4 * cl)
+    fd = os.open(p("trunc"), os.O_RDWR)
+    pwrite_all(fd, f4test.pattern(bs, 501), 2 * cl + 2 * bs)
+    pwrite_all(fd, f4test.pattern(100, 502), 3 * cl + bs + 9)
+    os.close(fd)
+    os.truncate(p("trunc"), cl + 5)
+
+    # punch: inside a cluster, across clusters, covering whole clusters
+    f4test.write_file(p("punch"), f4test.pattern(10 * cl + 123, 600))
+    fd = os.open(p("punch"), os.O_RDWR)
+    mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    if cl // bs > 2:
+        fallocate(fd, mode, cl + bs, bs)            # one block inside
+    fallocate(fd, mode, 2 * cl + bs, 2 * cl)        # across three
+    fallocate(fd, mode, 6 * cl, cl)                 # exactly one
+    fallocate(fd, mode, 7 * cl - 100, 2 * cl + 300)  # covering two, ragged
+    fallocate(fd, mode, 9 * cl + 1, cl + 1000)      # past EOF
+    os.close(fd)
+    # punch every block of a cluster one at a time
+    f4test.write_file(p("punch2"), f4test.pattern(3 * cl, 601))
+    fd = os.open(p("punch2"), os.O_RDWR)
+    for b in reversed(range(cl // bs)):
+        fallocate(fd, mode, cl + b * bs, bs)
+    os.close(fd)
+
+    # fallocate: plain, KEEP_SIZE, ZERO_RANGE
+    fd = os.open(p("fa_plain"), os.O_RDWR | os.O_CREAT, 0o644)
+    fallocate(fd, 0, bs, 3 * cl + bs // 2)
+    pwrite_all(fd, f4test.pattern(2 * bs + 1, 700), cl + bs // 3)
+    os.close(fd)
+    fd = os.open(p("fa_keep"), os.O_RDWR | os.O_CREAT, 0o644)
+    pwrite_all(fd, f4test.pattern(cl + 3, 701), 0)
+    fallocate(fd, FALLOC_FL_KEEP_SIZE, cl // 2, 4 * cl)
+    pwrite_all(fd, f4test.pattern(bs, 702), 2 * cl + bs)
+    os.close(fd)
+    fd = os.open(p("fa_zero"), os.O_RDWR | os.O_CREAT, 0o644)
+    pwrite_all(fd, f4test.pattern(6 * cl, 703), 0)
+    fallocate(fd, FALLOC_FL_ZERO_RANGE, bs + 5, bs)
+    fallocate(fd, FALLOC_FL_ZERO_RANGE, cl + bs, 2 * cl)
+    fallocate(fd, FALLOC_FL_ZERO_RANGE, 4 * cl, cl)
+    fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 5 * cl + bs,
+              2 * cl)
+    pwrite_all(fd, f4test.pattern(bs, 704), 2 * cl)
+    os.close(fd)
+
+    # xattrs that need a block (distinct values: nothing to share)
+    for i in range(0, 150, 10):
+        os.setxattr(p("small", "s%03d" % i), "user.big",
+                    f4test.pattern(bs // 2 + 100, 800 + i))
+    os.removexattr(p("small", "s%03d" % 20), "user.big")
+
+    # a large directory, then half of it gone
+    os.mkdir(p("bigdir"))
+    for i in range(1200):
+        open(p("bigdir", "entry-with-a-long-name-%05d" % i), "w").close()
+    for i in range(0, 1200, 2):
+        os.unlink(p("bigdir", "entry-with-a-long-name-%05d" % i))
+
+    # hard links
+    os.link(p("app"), p("app.link"))
+    os.link(p("small", "s001"), p("bigdir", "s001.link"))
+    os.unlink(p("small", "s001"))
+
+    # unlink of an open file, which grows afterwards
+    fd = os.open(p("doomed"), os.O_RDWR | os.O_CREAT, 0o644)
+    pwrite_all(fd, f4test.pattern(3 * cl + 1, 900), 0)
+    os.unlink(p("doomed"))
+    pwrite_all(fd, f4test.pattern(cl, 901), 5 * cl - 3)
+    got = f4test.pread_all(fd, 6 * cl, 0)
+    want = bytearray(5 * cl - 3 + cl)
+    want[0:3 * cl + 1] = f4test.pattern(3 * cl + 1, 900)
+    want[5 * cl - 3:] = f4test.pattern(cl, 901)
+    os.close(fd)
+    assert got == bytes(want), "open unlinked file read back wrong"
+
+    # rm -rf of a tree
+    for d in range(5):
+        os.makedirs(p("tree", "d%d" % d, "sub"))
+        for i in range(20):
+            f4test.write_file(p("tree", "d%d" % d, "sub", "f%d" % i),
+                              f4test.pattern(rng.randrange(1, 2 * cl), i))
+    shutil.rmtree(p("tree"))
+    os.sync()
+
+
+def blocks_of(root):
+    """st_blocks of every file and directory, by path."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in files + dirs:
+            full = os.path.join(d, name)
+            out[os.path.relpath(full, root)] = os.lstat(full).st_blocks
+    return out
+
+
+def space(root):
+    st = os.statvfs(root)
+    return {"f_blocks": st.f_blocks, "f_bfree": st.f_bfree,
+            "f_bavail": st.f_bavail, "f_files": st.f_files,
+            "f_ffree": st.f_ffree, "f_frsize": st.f_frsize}
+
+
+def extent_usage(image, paths, cluster, bs):
+    """{path: (logical clusters mapped, extent tree and xattr blocks)}."""
+    ratio = cluster // bs
+    cmds = "".join("stat /%s\nex /%s\n" % (p, p) for p in paths)
+    out = f4test.run(["debugfs", "-f", "-", image], input=cmds).stdout
+    res, cur = {}, None
+    for line in out.splitlines():
+        if line.startswith("debugfs: stat /"):
+            cur = line[len("debugfs: stat /"):]
+            res[cur] = [set(), 0]
+            continue
+        if cur is not None and "File ACL: " in line and \
+                line.split("File ACL: ")[1].split()[0] != "0":
+            res[cur][1] += 1            # an xattr block: a cluster
+        if line.startswith("debugfs: "):
+            continue
+        f = line.replace("/", " ").replace("-", " ").split()
+        # "lvl depth  i n  lstart lend  pstart [pend]  len [Uninit]"
+        if cur is None or len(f) < 7 or not f[0].isdigit():
+            continue
+        level, depth = int(f[0]), int(f[1])
+        lstart, lend = int(f[4]), int(f[5])
+        if level < depth:
+            res[cur][1] += 1            # an index entry: one tree block
+        else:
+            res[cur][0].update(range(lstart // ratio, lend // ratio + 1))
+    return {k: (len(v[0]), v[1]) for k, v in res.items()}
+
+
+def compare_usage(fs, kern, cluster):
+    """Unmounts both.  Per file the logical clusters must be the kernel's
+    and st_blocks the clusters plus tree blocks (each a cluster); where
+    the extent trees differ (fuse4fs allocates random-order writes as
+    they come, the kernel's delayed allocation sorts them; directories
+    split differently) the free counts must differ by exactly that."""
+    bs = fs.blocksize
+    sectors = cluster // 512
+    ours, theirs = blocks_of(fs.mnt), blocks_of(kern.mnt)
+    assert sorted(ours) == sorted(theirs)
+    odd = [k for k in ours if ours[k] % sectors]
+    assert not odd, "not whole clusters: %s" % odd
+    sp_ours, sp_theirs = space(fs.mnt), space(kern.mnt)
+    files = sorted(k for k in ours
+                   if os.path.isfile(os.path.join(fs.mnt, k)))
+    fs.unmount()
+    kern.unmount()
+    eo = extent_usage(fs.image, files, cluster, bs)
+    ek = extent_usage(kern.image, files, cluster, bs)
+    bad = []
+    for k in files:
+        if eo[k][0] != ek[k][0]:
+            bad.append("%s: %d clusters, kernel %d" % (k, eo[k][0],
+                                                       ek[k][0]))
+        if ours[k] != (eo[k][0] + eo[k][1]) * sectors:
+            bad.append("%s: st_blocks %d for %d clusters + %d tree "
+                       "or xattr blocks" % (k, ours[k], eo[k][0], eo[k][1]))
+    assert not bad, "\n  ".join(["usage:"] + bad)
+    extra = sum(ours[k] - theirs[k] for k in ours) * 512 // bs
+    sp_ours["f_bfree"] += extra
+    sp_ours["f_bavail"] += extra
+    assert sp_ours == sp_theirs
+    return ours
+
+
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_workload_like_kernel(fs, kernel_ext4, variant, cluster):
+    assert not os.statvfs(fs.mnt).f_flag & os.ST_RDONLY, \
+        "fuse4fs mounted bigalloc read-only"
+    before = space(fs.mnt), space(kernel_ext4.mnt)
+    assert before[0] == before[1], "statfs of the fresh images differ"
+    bs = fs.blocksize
+    workload(kernel_ext4.mnt, bs, cluster)
+    workload(fs.mnt, bs, cluster)
+    f4test.assert_trees_equal(fs.mnt, kernel_ext4.mnt,
+                              names=("fuse4fs", "kernel"))
+    ours = compare_usage(fs, kernel_ext4, cluster)
+    # what reached the disk reads back the same
+    fs.mount()
+    kernel_ext4.mount()
+    f4test.assert_trees_equal(fs.mnt, kernel_ext4.mnt,
+                              names=("fuse4fs", "kernel"))
+    assert blocks_of(fs.mnt) == ours
+
+
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_kernel_data_then_fuse4fs(fs_factory, variant, cluster):
+    """The kernel writes, fuse4fs changes it, the kernel reads it back."""
+    k = fs_factory(variant, driver="kernel", name="k")
+    bs = k.blocksize
+    expect = {}
+    for i in range(6):
+        data = f4test.pattern(i * cluster + bs + 17 * i + 1, 1000 + i)
+        f4test.write_file(k.path("f%d" % i), data)
+        expect["f%d" % i] = bytearray(data)
+    os.sync()
+    k.unmount()
+    k.fsck()
+    f = fs_factory(variant, image=k.image, name="f")
+    # append into the kernel's partly used last cluster, and past it
+    for i in range(6):
+        extra = f4test.pattern(cluster + 3, 1100 + i)
+        with open(f.path("f%d" % i), "ab") as fh:
+            fh.write(extra)
+        expect["f%d" % i] += extra
+    # shrink into a cluster, punch inside one, fill a hole in a cluster
+    os.truncate(f.path("f5"), 2 * cluster + bs // 2)
+    del expect["f5"][2 * cluster + bs // 2:]
+    fd = os.open(f.path("f4"), os.O_RDWR)
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, bs, bs)
+    expect["f4"][bs:2 * bs] = bytes(bs)
+    pwrite_all(fd, b"fuse4fs", bs + 100)
+    expect["f4"][bs + 100:bs + 107] = b"fuse4fs"
+    os.close(fd)
+    os.unlink(f.path("f3"))
+    del expect["f3"]
+    f.unmount()
+    f.fsck()
+    k.mount()
+    for name, data in expect.items():
+        assert f4test.read_file(k.path(name)) == bytes(data), name
+    for name in expect:
+        assert os.lstat(k.path(name)).st_blocks % (cluster // 512) == 0
+
+
+@pytest.mark.image_size("48M")
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_enospc_keeps_data(fs, variant, cluster):
+    """Fill the file system: ENOSPC, and nothing already written is lost."""
+    bs = fs.blocksize
+    free0 = os.statvfs(fs.mnt).f_bfree * bs
+    os.mkdir(fs.path("s"))
+    # small files first (a cluster each), then one that grows to the end
+    written = {}
+    err = None
+    for i in range(300):
+        name = fs.path("s", "s%05d" % i)
+        data = f4test.pattern(1 + (i * 37) % (cluster + bs), i)
+        try:
+            f4test.write_file(name, data)
+        except OSError as e:
+            err = e
+            break
+        written[name] = data
+    big = fs.path("big")
+    fd = os.open(big, os.O_RDWR | os.O_CREAT, 0o644)
+    chunk, pos, off = 3 * cluster + 5, 0, 0
+    while err is None:
+        data = f4test.pattern(chunk, 5000 + pos)
+        try:
+            off = pos + os.pwrite(fd, data, pos)
+            if off < pos + chunk:
+                os.pwrite(fd, b"x", off)   # must fail now
+                pytest.fail("a short write, then a write succeeds")
+        except OSError as e:
+            err = e
+        pos += chunk
+    os.close(fd)
+    assert err.errno == errno.ENOSPC, err
+    assert os.statvfs(fs.mnt).f_bfree * bs < 2 * cluster
+    for name, data in written.items():
+        assert f4test.read_file(name) == data, name
+    got = f4test.read_file(big)
+    assert len(got) == off
+    for pos in range(0, off, chunk):
+        n = min(chunk, off - pos)
+        assert got[pos:pos + n] == f4test.pattern(chunk, 5000 + pos)[:n], \
+            "big at %d" % pos
+    # the space went to the data, in whole clusters (plus a little extent
+    # tree and directory), and all of it comes back
+    used = sum(os.lstat(n).st_blocks for n in written) + \
+        os.lstat(big).st_blocks
+    assert all(os.lstat(n).st_blocks == cluster // 512 for n in written)
+    assert free0 - 8 * cluster <= used * 512 <= free0
+    shutil.rmtree(fs.path("s"))
+    os.unlink(big)
+    assert os.statvfs(fs.mnt).f_bfree * bs == free0
+    fs.remount()
+    assert os.statvfs(fs.mnt).f_bfree * bs == free0
