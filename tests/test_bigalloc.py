@@ -171,6 +171,31 @@ def workload(root, bs, cl):
     os.close(fd)
     assert got == bytes(want), "open unlinked file read back wrong"
 
+    # block symlinks, directories (a cluster each), renames
+    os.mkdir(p("dirs"))
+    for i in range(40):
+        os.mkdir(p("dirs", "d%02d" % i))
+        os.symlink("t" * (bs // 2 + i) if i % 2 else "short%d" % i,
+                   p("dirs", "d%02d" % i, "link"))
+    for i in range(0, 40, 3):
+        os.rename(p("dirs", "d%02d" % i), p("dirs", "moved%02d" % i))
+    for i in range(0, 40, 4):
+        os.rename(p("small", "s%03d" % (i + 3)),
+                  p("dirs", "d01", "from-small%d" % i))
+
+    # a fragmented file (an extent tree block) removed again, and one
+    # emptied and written anew
+    fd = os.open(p("frag"), os.O_RDWR | os.O_CREAT, 0o644)
+    for c in reversed(range(0, 80, 2)):
+        pwrite_all(fd, f4test.pattern(bs, 1000 + c), c * bs + bs // 3)
+    os.close(fd)
+    os.unlink(p("frag"))
+    f4test.write_file(p("again"), f4test.pattern(3 * cl, 1100))
+    os.truncate(p("again"), 0)
+    fd = os.open(p("again"), os.O_RDWR)
+    pwrite_all(fd, f4test.pattern(bs + 1, 1101), cl + bs)
+    os.close(fd)
+
     # rm -rf of a tree
     for d in range(5):
         os.makedirs(p("tree", "d%d" % d, "sub"))
