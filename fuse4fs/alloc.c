@@ -127,8 +127,11 @@ blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want)
 	struct ext2_super_block *sb = f->fs->super;
 	blk64_t free = ext2fs_free_blocks_count(sb), keep = 0;
 
+	/* ext4 counts the root reserve in whole clusters, rounding down */
 	if (!f4_may_use_reserved(f, cred))
-		keep = ext2fs_r_blocks_count(sb) + f4_alloc_ext4_reserve(f->fs);
+		keep = EXT2FS_C2B(f->fs, EXT2FS_B2C(f->fs,
+				  ext2fs_r_blocks_count(sb))) +
+		       f4_alloc_ext4_reserve(f->fs);
 	if (free <= keep)
 		return 0;
 	/* bigalloc: whole clusters only (want is a number of them) */

@@ -403,3 +403,45 @@ def test_enospc_keeps_data(fs, variant, cluster):
     assert os.statvfs(fs.mnt).f_bfree * bs == free0
     fs.remount()
     assert os.statvfs(fs.mnt).f_bfree * bs == free0
+
+
+def _fill_as_user(path, chunk):
+    """Append chunk-sized writes until ENOSPC; the size reached."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    data = bytes([0x5a]) * chunk
+    size = 0
+    try:
+        while True:
+            try:
+                n = os.write(fd, data)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                break
+            size += n
+            if size % (64 * chunk) == 0:
+                os.fsync(fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
+
+
+@pytest.mark.image_size("48M")
+@pytest.mark.mount_opts("allow_other")
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_user_enospc_like_kernel(fs, kernel_ext4, variant, cluster):
+    """A user (not root) stops where the kernel stops: at the root
+    reserve (counted in whole clusters) plus ext4's own 2%."""
+    sizes, free = [], []
+    for m in (kernel_ext4, fs):
+        os.mkdir(m.path("u"))
+        os.chown(m.path("u"), 1000, 1000)
+        sizes.append(f4test.run_as(1000, 1000, _fill_as_user,
+                                   m.path("u", "big"), cluster))
+        os.sync()
+        free.append(space(m.mnt))
+    assert sizes[0] > 0 and sizes[1] == sizes[0], \
+        "user filled %d bytes, on the kernel %d" % (sizes[1], sizes[0])
+    assert free[1] == free[0]
+    assert free[1]["f_bavail"] == 0
