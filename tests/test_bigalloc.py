@@ -445,3 +445,30 @@ def test_user_enospc_like_kernel(fs, kernel_ext4, variant, cluster):
         "user filled %d bytes, on the kernel %d" % (sizes[1], sizes[0])
     assert free[1] == free[0]
     assert free[1]["f_bavail"] == 0
+
+
+FSX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools",
+                   "f4fsx")
+
+
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_fsx_bigalloc(fs, variant, cluster, tmp_path):
+    """Random writes, appends, truncates, fallocate, punch and zero
+    ranges (f4fsx against its model), remounted and checked; then the
+    teardown's e2fsck checks every cluster."""
+    if not os.access(FSX, os.X_OK):
+        pytest.fail("%s is missing: run `make tools`" % FSX, pytrace=False)
+    models = [str(tmp_path / "model1"), str(tmp_path / "model2")]
+    for i, seed, ops in ((0, 1700 + cluster // 1024, 3000),
+                         (1, 2700 + cluster // 1024, 1500)):
+        args = [FSX, "-S", str(seed), "-N", str(ops), "-f", "3",
+                "-l", str(24 * cluster), "-o", str(3 * cluster),
+                "-b", str(fs.blocksize), "--save-model", models[i], fs.mnt]
+        if i:
+            args[1:1] = ["--check-model", models[0]]
+        r = f4test.run(args, check=False)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        fs.remount()
+        r = f4test.run([FSX, "-N", "0", "--check-model", models[i], fs.mnt],
+                       check=False)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
