@@ -483,3 +483,30 @@ def test_fsx_bigalloc(fs, variant, cluster, tmp_path):
         r = f4test.run([FSX, "-N", "0", "--check-model", models[i], fs.mnt],
                        check=False)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("variant,cluster", CONFIGS)
+def test_orphan_freed_after_crash(fs, variant, cluster):
+    """A file unlinked while open, then the daemon killed: the next
+    mount frees its clusters (the orphan list), no more, no less."""
+    import test_orphans
+
+    bs = fs.blocksize
+    free0 = os.statvfs(fs.mnt).f_bfree
+    keep = f4test.pattern(2 * cluster + 5, 2)
+    f4test.write_file(fs.path("keep"), keep)
+
+    def setup():
+        fd = os.open(fs.path("doomed"), os.O_RDWR | os.O_CREAT, 0o644)
+        pwrite_all(fd, f4test.pattern(3 * cluster + 7, 3), bs // 2)
+        os.fsync(fd)
+        os.unlink(fs.path("doomed"))
+        os.fsync(fd)
+        test_orphans.fsync_dir(fs.mnt)
+
+    pid = test_orphans.hold_after(setup)
+    test_orphans.crash_daemon(fs, holders=[pid])
+    fs.mount()
+    assert f4test.read_file(fs.path("keep")) == keep
+    assert sorted(os.listdir(fs.mnt)) == ["keep", "lost+found"]
+    assert os.statvfs(fs.mnt).f_bfree == free0 - 3 * (cluster // bs)
