@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,10 +227,21 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ext2_filsys fs = f->fs;
 	struct timespec now;
 	gid_t gid = cred->gid;
+	uint32_t prj = 0;
 	ext2_ino_t ino;
 	errcode_t err;
 	char *buf;
+	int ret;
 
+	/* As ext4: the directory's project, if it hands it down */
+	if (ext2fs_has_feature_project(fs->super) &&
+	    (pinode->i_flags & EXT4_PROJINHERIT_FL))
+		prj = f4_inode_projid(f, pinode);
+	ret = f4_quota_may_create(f, cred, cred->uid,
+				  (pinode->i_mode & LINUX_S_ISGID) ?
+				  inode_gid(*pinode) : gid, prj);
+	if (ret)
+		return ret;
 	err = ext2fs_new_inode(fs, parent, mode, NULL, &ino);
 	if (err)
 		return f4_fs_error(f, parent, err, "allocating inode");
@@ -258,6 +270,9 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (f->inode_size > EXT2_GOOD_OLD_INODE_SIZE)
 		inode->i_extra_isize = sizeof(struct ext2_inode_large) -
 				       EXT2_GOOD_OLD_INODE_SIZE;
+	if (f4_inode_has_extra(f, inode, offsetof(struct ext2_inode_large,
+						  i_projid) + 4))
+		inode->i_projid = prj;
 	if (S_ISREG(mode) && ext2fs_has_feature_extents(fs->super))
 		init_extents(inode);
 	f4_now(&now);
@@ -278,6 +293,7 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (err)
 		return f4_fs_error(f, ino, err, "writing new inode");
 	ext2fs_inode_alloc_stats2(fs, ino, +1, S_ISDIR(mode));
+	f4_quota_inode_alloc(f, ino, +1);
 	f4_fs_dirty(f);
 	*inop = ino;
 	return 0;
@@ -304,6 +320,7 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 	if (ret)
 		return ret;
 	ext2fs_inode_alloc_stats2(f->fs, ino, -1, is_dir);
+	f4_quota_inode_alloc(f, ino, -1);
 	f4_fs_dirty(f);
 	return 0;
 }
@@ -749,6 +766,9 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return -EPERM;
 	if (inode.i_links_count >= F4_LINK_MAX)
 		return -EMLINK;
+	ret = f4_project_check(f, &pinode, &inode);
+	if (ret)
+		return ret;
 	ret = may_link(f, cred, ino, &inode);
 	if (ret)
 		return ret;
@@ -1156,6 +1176,31 @@ static int do_rename(struct f4fs *f, struct rename_side *src,
 	return touch_ino(f, src->ino, F4_TOUCH_C);
 }
 
+/*
+ * A directory that hands its project down takes in only inodes of that
+ * project, whichever way they come: ext4 says EXDEV, and mv copies.
+ */
+int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
+		     const struct ext2_inode_large *inode)
+{
+	if (!ext2fs_has_feature_project(f->fs->super) ||
+	    !(dir->i_flags & EXT4_PROJINHERIT_FL))
+		return 0;
+	return f4_inode_projid(f, dir) == f4_inode_projid(f, inode) ?
+	       0 : -EXDEV;
+}
+
+static int rename_projects(struct f4fs *f, struct rename_side *src,
+			   struct rename_side *dst, unsigned int flags)
+{
+	int ret;
+
+	ret = f4_project_check(f, &dst->dinode, &src->inode);
+	if (ret || !(flags & F4_RENAME_EXCHANGE))
+		return ret;
+	return f4_project_check(f, &src->dinode, &dst->inode);
+}
+
 static int make_whiteout(struct f4fs *f, struct f4_cred *cred,
 			 struct rename_side *src)
 {
@@ -1207,6 +1252,9 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return ret;
 	if (src.ino == dst.ino)
 		return 0;		/* two names of one file: nothing to do */
+	ret = rename_projects(f, &src, &dst, flags);
+	if (ret)
+		return ret;
 	ret = rename_checks(f, cred, &src, &dst, flags);
 	if (ret)
 		return ret;

@@ -40,8 +40,6 @@ static const struct feature_name {
 	{ 2, EXT4_FEATURE_RO_COMPAT_REPLICA, "replica" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_READONLY, "read-only" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS, "shared_blocks" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_QUOTA, "quota" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_PROJECT, "project" },
 };
 
 static void feature_list(int kind, unsigned int mask, char *buf, size_t len)
@@ -117,9 +115,14 @@ void f4_fs_dirty(struct f4fs *f)
 int f4_fs_flush(struct f4fs *f)
 {
 	errcode_t err;
+	int ret;
 
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
+	/* quota records first: they count the metadata written below */
+	ret = f4_quota_flush(f);
+	if (ret)
+		return ret;
 	err = ext2fs_flush2(f->fs, 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
@@ -333,9 +336,7 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 	ro_compat |= sb->s_feature_ro_compat &
 		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
 		      EXT4_FEATURE_RO_COMPAT_READONLY |
-		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
-		      EXT4_FEATURE_RO_COMPAT_QUOTA |
-		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
 	incompat = sb->s_feature_incompat &
 		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
 		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
@@ -844,6 +845,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		goto fail;
 	cache_ready = 1;
 	if (rw) {
+		ret = f4_quota_init(f);
+		if (ret)
+			goto fail;
 		ret = mark_mounted(f);
 		if (ret)
 			goto fail;
@@ -855,6 +859,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	f4_quota_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
 		f4_inode_destroy_cache(f);
@@ -878,6 +883,7 @@ int f4_fs_close(struct f4fs *f)
 		return 0;
 	sb = f->fs->super;
 	if (f->shutdown) {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
@@ -885,6 +891,9 @@ int f4_fs_close(struct f4fs *f)
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
+		if (!f->forced_ro && f4_quota_flush(f) && !ret)
+			ret = -EIO;
+		f4_quota_free(f);
 		/*
 		 * Lifetime writes, counted once: ext2fs_close2() adds what
 		 * get_stats reports too, but only to a counter already in
@@ -908,6 +917,7 @@ int f4_fs_close(struct f4fs *f)
 			ret = f4_errno(err);
 		}
 	} else {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		ext2fs_free(f->fs);
 	}
