@@ -388,8 +388,14 @@ def test_block_and_inode_hard_limits(fs_unmounted, workdir, variant):
     assert f4test.errno_as(2000, 2000, os.chown, fs.path("g/mine"), -1,
                            1234, groups=(1234,)) == errno.EDQUOT
     os.unlink(fs.path("g/r0"))
-    assert f4test.errno_as(2000, 2000, os.chown, fs.path("g/mine"), -1,
-                           1234, groups=(1234,)) == 0
+    # r0 is released when the kernel forgets it, a moment after unlink
+    for _ in range(50):
+        err = f4test.errno_as(2000, 2000, os.chown, fs.path("g/mine"), -1,
+                              1234, groups=(1234,))
+        if err != errno.EDQUOT:
+            break
+        time.sleep(0.1)
+    assert err == 0, f4test.errname(err)
     fs.unmount()
     fs.fsck()
     q = list_quota(fs.image, "user")[USER]
@@ -418,7 +424,8 @@ def test_soft_limit_grace(fs_unmounted, workdir, variant):
                            os.path.join(home, "c"), b"") == errno.EDQUOT
     n, err = f4test.run_as(USER, GROUP, write_until_error,
                            os.path.join(home, "a"))
-    assert (n, err) == (0, errno.EDQUOT)
+    # only what fits in the last block already allocated
+    assert err == errno.EDQUOT and n < fs.blocksize, (n, err)
     # back under the soft limits: allowed again, grace starts afresh
     os.unlink(os.path.join(home, "a"))
     os.unlink(os.path.join(home, "b"))
