@@ -269,9 +269,14 @@ def _need(*tools):
         pytest.skip("needs %s (Debian package quota)" % ", ".join(missing))
 
 
-def image_with_limits(fs, kernel_mnt, limits, grace=None):
+def image_with_limits(fs, kernel_mnt, limits, grace=None, project=()):
     """Make fs.image with limits set by quota-tools on a kernel mount,
-    then moved into the quota inodes by tune2fs -O quota."""
+    then moved into the quota inodes by tune2fs -O quota.
+
+    This kernel can't mount project quota at all, so project limits
+    (kind "p") are set by setquota as user limits of the same id in a
+    second file, which only gets the project file's magic number before
+    tune2fs -O project imports it as aquota.project."""
     _need("quotacheck", "setquota")
     os.makedirs(kernel_mnt, exist_ok=True)
     p = f4test.run(["mount", "-o", "loop,usrquota,grpquota", fs.image,
@@ -280,13 +285,33 @@ def image_with_limits(fs, kernel_mnt, limits, grace=None):
         pytest.skip("the kernel cannot mount the image: " + p.stderr)
     try:
         f4test.run(["quotacheck", "-cugm", "-F", "vfsv1", kernel_mnt])
+        user = os.path.join(kernel_mnt, "aquota.user")
+        if project:
+            saved = user + ".saved"
+            shutil.copyfile(user, saved)
+            for ident, bsoft, bhard, isoft, ihard in project:
+                f4test.run(["setquota", "-F", "vfsv1", "-u", str(ident),
+                            str(bsoft), str(bhard), str(isoft), str(ihard),
+                            kernel_mnt])
+            prj = os.path.join(kernel_mnt, "aquota.project")
+            shutil.copyfile(user, prj)
+            with open(prj, "r+b") as f:
+                f.write(struct.pack("<I", 0xD9C03F14))
+            shutil.copyfile(saved, user)
+            os.unlink(saved)
         for kind, ident, bsoft, bhard, isoft, ihard in limits:
             f4test.run(["setquota", "-F", "vfsv1", "-" + kind, str(ident),
                         str(bsoft), str(bhard), str(isoft), str(ihard),
                         kernel_mnt])
     finally:
         f4test.run(["umount", kernel_mnt])
-    f4test.run(["tune2fs", "-O", "quota", fs.image])
+    if project:
+        f4test.run(["tune2fs", "-O", "quota,project", "-Q",
+                    "usrquota,grpquota,prjquota", fs.image])
+        assert list_quota(fs.image, "project")[project[0][0]][3] == \
+            project[0][2]
+    else:
+        f4test.run(["tune2fs", "-O", "quota", fs.image])
     if grace is not None:
         set_grace(fs.image, grace)
     fs.fsck()
@@ -488,3 +513,38 @@ def test_project_needs_feature(fs, variant):
     assert projid(fs.path("f")) == 0
     f4test.assert_errno(errno.EOPNOTSUPP, set_project, fs.path("f"), 3)
     set_project(fs.path("f"), 0)
+
+
+@pytest.mark.mount_opts("allow_other")
+def test_project_hard_limits(fs_unmounted, workdir, variant):
+    """A project's hard limits bite whoever writes into its directory,
+    and a file too big for the project can't be moved into it."""
+    fs = fs_unmounted
+    image_with_limits(fs, os.path.join(workdir, "k"), [],
+                      project=[(42, 0, 200, 0, 5)])
+    fs.mount()
+    os.mkdir(fs.path("p"))
+    os.chmod(fs.path("p"), 0o777)
+    set_project(fs.path("p"), 42, inherit=True)
+    n, err = f4test.run_as(USER, GROUP, write_until_error, fs.path("p/big"))
+    assert err == errno.EDQUOT, (n, f4test.errname(err))
+    assert 200 * 1024 - 2 * fs.blocksize - 8192 <= n <= 200 * 1024, n
+
+    def create_many():
+        for i in range(10):
+            f4test.write_file(fs.path("p/e%d" % i), b"")
+    assert f4test.errno_as(USER, GROUP, create_many) == errno.EDQUOT
+    # p, big and e0..e2: five inodes
+    assert sorted(os.listdir(fs.path("p"))) == ["big", "e0", "e1", "e2"]
+    f4test.write_file(fs.path("mine"), b"m" * 8192)
+    os.chown(fs.path("mine"), USER, GROUP)
+    os.unlink(fs.path("p/e0"))
+    time.sleep(0.5)             # the kernel forgets e0 (see above)
+    assert f4test.errno_as(USER, GROUP, set_project, fs.path("mine"),
+                           42) == errno.EDQUOT
+    assert projid(fs.path("mine")) == 0
+    set_project(fs.path("mine"), 42)            # root may
+    fs.unmount()
+    fs.fsck()
+    q = list_quota(fs.image, "project")[42]
+    assert q[0] > 200 * 1024 and q[1] == 5, q
