@@ -548,3 +548,16 @@ def test_project_hard_limits(fs_unmounted, workdir, variant):
     fs.fsck()
     q = list_quota(fs.image, "project")[42]
     assert q[0] > 200 * 1024 and q[1] == 5, q
+
+
+@pytest.mark.mkfs_opts("-O", "quota,ea_inode")
+def test_quota_with_ea_inode_read_only(fs_unmounted, variant):
+    """e2fsck charges values kept in EA inodes to their file's quota,
+    which fuse4fs does not: that combination is refused read-write, with
+    a message naming it, and mounts read-only."""
+    fs = fs_unmounted
+    with pytest.raises(f4test.MountError) as e:
+        fs.mount()
+    assert "quota and ea_inode" in str(e.value) and "-o ro" in str(e.value)
+    fs.mount(["ro"])
+    assert sorted(os.listdir(fs.mnt)) == ["lost+found"]
