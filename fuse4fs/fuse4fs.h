@@ -100,16 +100,37 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
 void f4_free_options(struct f4_opts *opts);
 void f4_usage(const char *progname, int full);
 
+/* What a permission check asks for, as the kernel's MAY_* flags. */
+#define MAY_EXEC	1
+#define MAY_WRITE	2
+#define MAY_READ	4
+
+/* execve()'s open flag (the kernel's __FMODE_EXEC), passed on by FUSE */
+#define F4_FMODE_EXEC	040
+
+#define F4_NGROUPS	64		/* supplementary groups kept in a cred */
+#define F4_GROUPS_UNKNOWN (-2)		/* ngroups: they could not be read */
+
 /* Who is asking: the FUSE layer fills this from the request. */
 struct f4_cred {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
 	mode_t umask;
-	int ngroups;			/* -1 until groups are fetched */
-	gid_t groups[64];
+	/*
+	 * Supplementary groups: ngroups is -1 until they are fetched,
+	 * F4_GROUPS_UNKNOWN when they can't be read (the caller is in
+	 * another PID namespace, or gone), else how many are in groups[].
+	 * A caller with more than F4_NGROUPS has more_groups set, and
+	 * find_group() looks through the whole list.
+	 */
+	int ngroups;
+	int more_groups;
+	gid_t groups[F4_NGROUPS];
 	/* Fill in supplementary groups; called only when they matter. */
 	int (*get_groups)(struct f4_cred *cred);
+	/* 1: gid is one of the caller's groups, 0: not, <0: can't tell */
+	int (*find_group)(struct f4_cred *cred, gid_t gid);
 	void *req;			/* opaque, for get_groups */
 	/*
 	 * A write-back of the kernel's cached pages arrives as whoever made
@@ -356,6 +377,7 @@ int f4_inode_has_extra(struct f4fs *f, const struct ext2_inode_large *inode,
 
 /* perm.c */
 int f4_in_group(struct f4_cred *cred, gid_t gid);
+int f4_group_member(struct f4_cred *cred, gid_t gid);
 int f4_check_perm(struct f4fs *f, struct f4_cred *cred,
 		  const struct ext2_inode_large *inode, ext2_ino_t ino,
 		  int mask);
@@ -368,6 +390,12 @@ int f4_capable(struct f4fs *f, const struct f4_cred *cred);
 int f4_check_sticky(struct f4fs *f, const struct f4_cred *cred,
 		    const struct ext2_inode_large *dir,
 		    const struct ext2_inode_large *victim);
+/* What f4_check_immutable() is asked about */
+#define F4_OP_WRITE	1		/* add data: append-only files allow it */
+#define F4_OP_UNLINK	2		/* remove or rename a name */
+#define F4_OP_ATTR	3		/* change xattrs */
+#define F4_OP_LINK	4		/* add a hard link */
+int f4_check_immutable(const struct ext2_inode_large *inode, int op);
 int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	      int mask);
 
@@ -499,6 +527,8 @@ int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
+int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, const struct f4_map *map);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
@@ -507,6 +537,8 @@ int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode);
 int f4_map_init(struct f4fs *f);
 void f4_map_free(struct f4fs *f);
 
@@ -556,12 +588,6 @@ int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	     unsigned int cmd, const void *in, size_t in_size, void *out,
 	     size_t *out_size);
-int f4_check_immutable(const struct ext2_inode_large *inode, int op);
-#define F4_OP_WRITE	1
-#define F4_OP_TRUNC	2
-#define F4_OP_UNLINK	3
-#define F4_OP_ATTR	4
-#define F4_OP_LINK	5
 
 /* orphan.c */
 int f4_orphan_add(struct f4fs *f, struct f4_inode *inode,

@@ -24,15 +24,6 @@ static const struct {
 
 #define NXFLAGS (sizeof(xflag_map) / sizeof(xflag_map[0]))
 
-int f4_check_immutable(const struct ext2_inode_large *inode, int op)
-{
-	if (inode->i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
-	if ((inode->i_flags & EXT2_APPEND_FL) && op != F4_OP_WRITE)
-		return -EPERM;
-	return 0;
-}
-
 /* What the kernel's ext4 lets chattr see and change. */
 #define F4_DAX_FL	0x02000000
 #define F4_FL_MODIFIABLE (EXT2_SECRM_FL | EXT2_UNRM_FL | EXT2_COMPR_FL | \

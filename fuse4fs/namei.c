@@ -20,9 +20,6 @@
 #include "fuse4fs.h"
 #include <ext2fs/ext3_extents.h>
 
-#define MAY_EXEC	1
-#define MAY_WRITE	2
-
 /* Flags a new inode inherits from its directory, as ext4 does. */
 #define INHERITED_FL	(EXT2_SYNC_FL | EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
 			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL)
@@ -107,11 +104,8 @@ static int prep_dir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t dir,
 	ret = f4_check_perm(f, cred, inode, dir, MAY_WRITE | MAY_EXEC);
 	if (ret)
 		return ret;
-	if (inode->i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
-	if (removing && (inode->i_flags & EXT2_APPEND_FL))
-		return -EPERM;
-	return 0;
+	return f4_check_immutable(inode, removing ? F4_OP_UNLINK :
+				  F4_OP_WRITE);
 }
 
 /*
@@ -762,8 +756,9 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (LINUX_S_ISDIR(inode.i_mode))
 		return -EPERM;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_LINK);
+	if (ret)
+		return ret;
 	if (inode.i_links_count >= F4_LINK_MAX)
 		return -EMLINK;
 	ret = f4_project_check(f, &pinode, &inode);
@@ -850,8 +845,9 @@ static int remove_name(struct f4fs *f, struct f4_cred *cred,
 	ret = f4_check_sticky(f, cred, &pinode, &inode);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_UNLINK);
+	if (ret)
+		return ret;
 	if (want_dir) {
 		if (ino == EXT2_ROOT_INO)
 			return -EBUSY;
@@ -1003,17 +999,19 @@ static int rename_lookup(struct f4fs *f, struct f4_cred *cred,
 	}
 	if (ret)
 		return ret;
-	if (!source && (s->dinode.i_flags & EXT2_APPEND_FL))
-		return -EPERM;
+	if (!source) {
+		/* Replacing a name removes one from the target directory */
+		ret = f4_check_immutable(&s->dinode, F4_OP_UNLINK);
+		if (ret)
+			return ret;
+	}
 	ret = f4_read_inode(f, s->ino, &s->inode);
 	if (ret)
 		return ret;
 	ret = f4_check_sticky(f, cred, &s->dinode, &s->inode);
 	if (ret)
 		return ret;
-	if (s->inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
-	return 0;
+	return f4_check_immutable(&s->inode, F4_OP_UNLINK);
 }
 
 static int rename_checks(struct f4fs *f, struct f4_cred *cred,

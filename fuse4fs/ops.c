@@ -42,12 +42,42 @@ fuse_ino_t f4_nodeid_of(ext2_ino_t ino)
 	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ino;
 }
 
+/*
+ * The caller's supplementary groups, read by libfuse from /proc: the
+ * first F4_NGROUPS are kept.  A caller in another PID namespace comes with
+ * pid 0 and its groups can't be read: F4_GROUPS_UNKNOWN, and the checks
+ * then give no more than they would to a non-member.
+ */
 static int get_groups(struct f4_cred *cred)
 {
-	int n = fuse_req_getgroups(cred->req, 64, cred->groups);
+	int n = fuse_req_getgroups(cred->req, F4_NGROUPS, cred->groups);
 
-	cred->ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	if (n < 0 || !cred->pid) {
+		cred->ngroups = F4_GROUPS_UNKNOWN;
+		return 0;
+	}
+	cred->ngroups = n > F4_NGROUPS ? F4_NGROUPS : n;
+	cred->more_groups = n > F4_NGROUPS;
 	return 0;
+}
+
+/* For a caller with more groups than fit in the cred: read them all. */
+static int find_group(struct f4_cred *cred, gid_t gid)
+{
+	int size = fuse_req_getgroups(cred->req, 0, NULL), n, i, found = 0;
+	gid_t *list;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	list = calloc(size, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	n = fuse_req_getgroups(cred->req, size, list);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = list[i] == gid;
+	free(list);
+	return n < 0 ? n : found;
 }
 
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
@@ -59,23 +89,23 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->pid = ctx->pid;
 	cred->umask = ctx->umask;
 	cred->ngroups = -1;
+	cred->more_groups = 0;
 	cred->get_groups = get_groups;
+	cred->find_group = find_group;
 	cred->req = req;
 	cred->writeback = 0;
 	cred->may_reserve = 0;
 }
 
 /*
- * How long the kernel may trust a name.  When fuse4fs checks permissions
- * itself and other users share the mount, every path walk must come back
- * here: the kernel doesn't check search permission on cached names for a
- * FUSE file system without default_permissions.
+ * How long the kernel may trust a name: as long as it likes.  Other users
+ * can only reach a mount where the kernel checks permissions (allow_other
+ * and allow_root imply default_permissions), and the kernel checks search
+ * permission on cached names itself there.
  */
 static double entry_timeout(const struct f4fs *f)
 {
-	if (f4_self_checks((struct f4fs *)f) &&
-	    (f->opts->allow_other || f->opts->allow_root))
-		return 0;
+	(void)f;
 	return CACHE_TIMEOUT;
 }
 
@@ -160,8 +190,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 				       FUSE_CAP_CACHE_SYMLINKS);
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
-	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+	/*
+	 * With POSIX ACLs the kernel checks permissions itself, as with
+	 * default_permissions (and enforces the ACLs, which it caches):
+	 * checking again here could only disagree.
+	 */
+	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->opts->default_permissions = 1;
+	}
 	/*
 	 * -o writeback_cache: the kernel's page cache may hold writes back
 	 * (the way ext4's delayed allocation does), so small random writes

@@ -261,14 +261,53 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 
 /* ---- opening -------------------------------------------------------- */
 
+/*
+ * The bytes the file system may span from its start: its partition, or
+ * the device (image) past the offset.  Known from the command line and
+ * the device alone, before anything on the image is trusted; no write may
+ * leave this range, whatever the image (or its journal) says.  0 if the
+ * device's size can't be found.
+ */
+static unsigned long long region_bytes(struct f4_opts *opts)
+{
+	blk64_t dev = 0;
+	unsigned long long bytes;
+
+	if (ext2fs_get_device_size2(opts->device, 1, &dev) || !dev)
+		return opts->size_limit;
+	bytes = dev > opts->offset ? dev - opts->offset : 0;
+	if (opts->size_limit && opts->size_limit < bytes)
+		bytes = opts->size_limit;
+	return bytes;
+}
+
 static char io_options[64];
 
+/* For libext2fs's own I/O managers (the journal replay). */
 static const char *make_io_options(struct f4_opts *opts)
 {
 	if (!opts->offset)
 		return NULL;
 	snprintf(io_options, sizeof(io_options), "offset=%llu", opts->offset);
 	return io_options;
+}
+
+static char f4_io_options[96];
+
+/* For fuse4fs's block cache: the offset and the end of the byte range. */
+static const char *make_f4_io_options(struct f4_opts *opts)
+{
+	unsigned long long end = region_bytes(opts);
+
+	if (end)
+		snprintf(f4_io_options, sizeof(f4_io_options),
+			 "offset=%llu&end=%llu", opts->offset, end);
+	else if (opts->offset)
+		snprintf(f4_io_options, sizeof(f4_io_options), "offset=%llu",
+			 opts->offset);
+	else
+		return NULL;
+	return f4_io_options;
 }
 
 static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
@@ -328,8 +367,7 @@ static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
 static int readonly_features(struct ext2_super_block *sb, char *names,
 			     size_t size)
 {
-	unsigned int incompat, ro_compat;
-	size_t l;
+	unsigned int ro_compat;
 
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
@@ -337,19 +375,28 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
 		      EXT4_FEATURE_RO_COMPAT_READONLY |
 		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
+	if (!ro_compat)
+		return 0;
+	feature_list(2, ro_compat, names, size);
+	return 1;
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode yet: even a
+ * read-only mount would serve wrong results (case-insensitive lookups
+ * that fail, ciphertext names and data), so no mount at all.
+ */
+static int undecoded_features(struct ext2_super_block *sb, char *names,
+			      size_t size)
+{
+	unsigned int incompat;
+
 	incompat = sb->s_feature_incompat &
 		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
 		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
-	if (!ro_compat && !incompat)
+	if (!incompat)
 		return 0;
-	feature_list(2, ro_compat, names, size);
-	if (incompat) {
-		l = strlen(names);
-		feature_list(1, incompat, names + l + (l ? 2 : 0),
-			     size - l - 2);
-		if (l)
-			memcpy(names + l, ", ", 2);
-	}
+	feature_list(1, incompat, names, size);
 	return 1;
 }
 
@@ -377,6 +424,13 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		feature_list(1, incompat, names, sizeof(names));
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs does "
 		       "not support: %s", opts->device, names);
+		return -EOPNOTSUPP;
+	}
+	if (undecoded_features(sb, names, sizeof(names))) {
+		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
+		       "cannot decode yet: %s; not mounted, not even "
+		       "read-only (names or contents would come out wrong)",
+		       opts->device, names);
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
@@ -491,8 +545,8 @@ static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 		flags |= EXT2_FLAG_RW;
 	if (force)
 		flags |= EXT2_FLAG_FORCE | EXT2_FLAG_SKIP_MMP;
-	return ext2fs_open2(opts->device, make_io_options(opts), flags, 0, 0,
-			    f4_io_manager, fsp);
+	return ext2fs_open2(opts->device, make_f4_io_options(opts), flags, 0,
+			    0, f4_io_manager, fsp);
 }
 
 /* Is the device itself writable?  A read-only image falls back to ro. */
@@ -612,7 +666,7 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 		       "replaying", opts->device);
 		return -EROFS;
 	}
-	ret = f4_journal_check(fs, why, sizeof(why));
+	ret = f4_journal_check(fs, region_bytes(opts), why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: cannot replay the journal: %s",
 		       opts->device, why);
@@ -623,8 +677,9 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 	f4_log(LOG_NOTICE, "%s: recovering journal", opts->device);
 	memset(&rep, 0, sizeof(rep));
-	ret = f4_journal_recover(opts->device, make_io_options(opts), &rep,
-				 log_journal, opts->device, why, sizeof(why));
+	ret = f4_journal_recover(opts->device, make_io_options(opts),
+				 region_bytes(opts), &rep, log_journal,
+				 opts->device, why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: journal recovery failed: %s",
 		       opts->device, why);
@@ -645,17 +700,10 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 static int check_size(struct f4_opts *opts, ext2_filsys fs)
 {
-	blk64_t dev_blocks = 0;
-	errcode_t err;
+	blk64_t dev_blocks = region_bytes(opts) / fs->blocksize;
 
-	err = ext2fs_get_device_size2(opts->device, fs->blocksize,
-				      &dev_blocks);
-	if (err || !dev_blocks)
+	if (!dev_blocks)
 		return 0;
-	if (opts->offset)
-		dev_blocks -= opts->offset / fs->blocksize;
-	if (opts->size_limit && opts->size_limit / fs->blocksize < dev_blocks)
-		dev_blocks = opts->size_limit / fs->blocksize;
 	if (ext2fs_blocks_count(fs->super) > dev_blocks) {
 		f4_log(LOG_ERR, "%s: file system is %llu blocks but the "
 		       "device holds only %llu: image truncated?",
