@@ -604,6 +604,7 @@ int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
 int f4_quota_init(struct f4fs *f);
 void f4_quota_free(struct f4fs *f);
 int f4_quota_flush(struct f4fs *f);
+void f4_quota_statfs(struct f4fs *f, ext2_ino_t ino, struct statvfs *st);
 void f4_quota_inode_alloc(struct f4fs *f, ext2_ino_t ino, int delta);
 uint32_t f4_inode_projid(struct f4fs *f, const struct ext2_inode_large *inode);
 int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,

@@ -845,6 +845,54 @@ int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
 	return 0;
 }
 
+static uint64_t min_not_zero(uint64_t a, uint64_t b)
+{
+	return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/*
+ * statfs of a directory that hands its project down shows the project's
+ * limits, as ext4 does, so that df there tells how much room is left.
+ */
+void f4_quota_statfs(struct f4fs *f, ext2_ino_t ino, struct statvfs *st)
+{
+	struct qfile *qf;
+	struct ext2_inode_large inode;
+	uint64_t limit, used, left;
+	struct dq *dq;
+
+	if (!f->quota || !f->quota->q[F4_PRJQUOTA].ino)
+		return;
+	qf = &f->quota->q[F4_PRJQUOTA];
+	if (f4_read_inode(f, ino, &inode) ||
+	    !(inode.i_flags & EXT4_PROJINHERIT_FL))
+		return;
+	dq = get_dq(f, qf, f4_inode_projid(f, &inode));
+	if (!dq)
+		return;
+	limit = min_not_zero(dq->bsoft, dq->bhard) / f->blocksize;
+	if (limit) {
+		used = dq->space / f->blocksize;
+		left = limit > used ? limit - used : 0;
+		if (st->f_blocks > limit)
+			st->f_blocks = limit;
+		if (st->f_bfree > left)
+			st->f_bfree = left;
+		if (st->f_bavail > left)
+			st->f_bavail = left;
+	}
+	limit = min_not_zero(dq->isoft, dq->ihard);
+	if (limit) {
+		left = limit > dq->inodes ? limit - dq->inodes : 0;
+		if (st->f_files > limit)
+			st->f_files = limit;
+		if (st->f_ffree > left)
+			st->f_ffree = left;
+		if (st->f_favail > left)
+			st->f_favail = left;
+	}
+}
+
 /* ---- mount, flush, unmount --------------------------------------------- */
 
 /* Write every changed record and header back to the quota files. */

@@ -525,7 +525,14 @@ def test_project_hard_limits(fs_unmounted, workdir, variant):
     fs.mount()
     os.mkdir(fs.path("p"))
     os.chmod(fs.path("p"), 0o777)
+    whole = os.statvfs(fs.mnt)
     set_project(fs.path("p"), 42, inherit=True)
+    # df in the project's directory shows the project's limits (as ext4)
+    st = os.statvfs(fs.path("p"))
+    assert st.f_blocks == 200 * 1024 // fs.blocksize
+    assert st.f_bavail == st.f_blocks - 1       # p's own block
+    assert (st.f_files, st.f_ffree) == (5, 4)
+    assert os.statvfs(fs.mnt).f_blocks == whole.f_blocks
     n, err = f4test.run_as(USER, GROUP, write_until_error, fs.path("p/big"))
     assert err == errno.EDQUOT, (n, f4test.errname(err))
     assert 200 * 1024 - 2 * fs.blocksize - 8192 <= n <= 200 * 1024, n
