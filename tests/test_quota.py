@@ -551,10 +551,14 @@ def test_project_hard_limits(fs_unmounted, workdir, variant):
                            42) == errno.EDQUOT
     assert projid(fs.path("mine")) == 0
     set_project(fs.path("mine"), 42)            # root may
+    # the root directory too (statfs of the mount's root)
+    set_project(fs.mnt, 42, inherit=True)
+    st = os.statvfs(fs.mnt)
+    assert (st.f_files, st.f_ffree) == (5, 0)
     fs.unmount()
     fs.fsck()
     q = list_quota(fs.image, "project")[42]
-    assert q[0] > 200 * 1024 and q[1] == 5, q
+    assert q[0] > 200 * 1024 and q[1] == 6, q
 
 
 @pytest.mark.mkfs_opts("-O", "quota,ea_inode")
