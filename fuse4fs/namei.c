@@ -761,10 +761,10 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (inode.i_links_count >= F4_LINK_MAX)
 		return -EMLINK;
-	ret = f4_project_check(f, &pinode, &inode);
+	ret = may_link(f, cred, ino, &inode);
 	if (ret)
 		return ret;
-	ret = may_link(f, cred, ino, &inode);
+	ret = f4_project_check(f, &pinode, &inode);
 	if (ret)
 		return ret;
 	ret = f4_dir_lookup(f, parent, name, len, &existing, NULL);

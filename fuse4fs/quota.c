@@ -378,7 +378,7 @@ static int new_block(struct f4fs *f, struct qfile *qf, uint32_t *blk)
 }
 
 /* Take a block off the list of data blocks with free entries. */
-static int unlink_free_entry(struct f4fs *f, struct qfile *qf, uint32_t blk,
+static int unlink_free_entry(struct f4fs *f, struct qfile *qf,
 			     struct qt_dhdr *h)
 {
 	uint32_t next = ext2fs_le32_to_cpu(h->next_free);
@@ -410,7 +410,6 @@ static int unlink_free_entry(struct f4fs *f, struct qfile *qf, uint32_t blk,
 	}
 	h->next_free = 0;
 	h->prev_free = 0;
-	(void)blk;
 	return 0;
 }
 
@@ -442,7 +441,7 @@ static int take_entry(struct f4fs *f, struct qfile *qf, struct dq *dq)
 		return qf_corrupt(f, qf, blk, "full block on the free list");
 	h->entries = ext2fs_cpu_to_le16(entries);
 	if (entries == QT_PER_BLK) {
-		ret = unlink_free_entry(f, qf, blk, h);
+		ret = unlink_free_entry(f, qf, h);
 		if (ret)
 			return ret;
 	}
