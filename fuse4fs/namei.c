@@ -456,6 +456,24 @@ static int init_contents(struct f4fs *f, ext2_ino_t parent, ext2_ino_t ino,
 }
 
 /*
+ * A directory (unless inline) and a symlink too long for the inode take
+ * a block at once: quota must allow it, as for any other data block.
+ */
+static int first_block_quota(struct f4fs *f, struct f4_cred *cred,
+			     const struct ext2_inode_large *inode,
+			     const struct new_entry *ne)
+{
+	blk64_t one = 1;
+
+	if (S_ISDIR(ne->mode) ?
+	    ext2fs_has_feature_inline_data(f->fs->super) :
+	    !S_ISLNK(ne->mode) ||
+	    strlen(ne->target) < sizeof(inode->i_block))
+		return 0;
+	return f4_quota_clamp_blocks(f, cred, inode, &one);
+}
+
+/*
  * The common path of create, mknod, mkdir and symlink: check, make the
  * inode, link it in, update the parent, and return its attributes with a
  * lookup reference taken.
@@ -496,6 +514,9 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_new_inode(f, cred, parent, ne->mode, &pinode, &ino, &inode);
 	if (ret)
 		return ret;
+	ret = first_block_quota(f, cred, &inode, ne);
+	if (ret)
+		goto undo;
 	ret = init_contents(f, parent, ino, &inode, ne);
 	if (ret)
 		goto undo;

@@ -381,6 +381,12 @@ def test_block_and_inode_hard_limits(fs_unmounted, workdir, variant):
         finally:
             os.close(fd)
     assert f4test.errno_as(USER, GROUP, falloc) == errno.EDQUOT
+    # a directory or a long symlink takes a block at once: refused too
+    assert f4test.errno_as(USER, GROUP, os.mkdir,
+                           os.path.join(home, "d")) == errno.EDQUOT
+    assert f4test.errno_as(USER, GROUP, os.symlink, "t" * 100,
+                           os.path.join(home, "l")) == errno.EDQUOT
+    assert sorted(os.listdir(home)) == ["big", "fa"]
     # inodes: home, big and fa count; up to 10 in all
     made = 0
 
