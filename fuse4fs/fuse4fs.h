@@ -609,6 +609,8 @@ void f4_quota_inode_alloc(struct f4fs *f, ext2_ino_t ino, int delta);
 uint32_t f4_inode_projid(struct f4fs *f, const struct ext2_inode_large *inode);
 int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
 			  const struct ext2_inode_large *inode, blk64_t *len);
+int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode);
 int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
 			uint32_t gid, uint32_t prj);
 int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,

@@ -456,6 +456,37 @@ static int init_contents(struct f4fs *f, ext2_ino_t parent, ext2_ino_t ino,
 }
 
 /*
+ * Add a name; as ext4, refuse with EDQUOT when the directory had to grow
+ * past its owners' limits.  libext2fs grows directories by itself (a new
+ * block, an htree split), so this looks afterwards: the name is taken
+ * back and the new block stays, so the owners can pass a limit by what
+ * one name cost, but no further.
+ */
+static int dir_add_quota(struct f4fs *f, struct f4_cred *cred,
+			 ext2_ino_t dir, const char *name, size_t len,
+			 ext2_ino_t ino, int ftype)
+{
+	struct ext2_inode_large before, after;
+	int ret;
+
+	if (!f->quota)
+		return f4_dir_add(f, dir, name, len, ino, ftype);
+	ret = f4_read_inode(f, dir, &before);
+	if (!ret)
+		ret = f4_dir_add(f, dir, name, len, ino, ftype);
+	if (!ret)
+		ret = f4_read_inode(f, dir, &after);
+	if (ret)
+		return ret;
+	if (ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&after) <=
+	    ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&before) ||
+	    !f4_quota_over(f, cred, &after))
+		return 0;
+	ret = f4_dir_remove(f, dir, name, len, ino);
+	return ret ? ret : -EDQUOT;
+}
+
+/*
  * A directory (unless inline) and a symlink too long for the inode take
  * a block at once: quota must allow it, as for any other data block.
  */
@@ -526,8 +557,8 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		if (ret)
 			goto undo;
 	}
-	ret = f4_dir_add(f, parent, ne->name, ne->len, ino,
-			 f4_mode_to_ftype(ne->mode));
+	ret = dir_add_quota(f, cred, parent, ne->name, ne->len, ino,
+			    f4_mode_to_ftype(ne->mode));
 	if (ret)
 		goto undo;
 
@@ -794,7 +825,7 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (ret != -ENOENT)
 		return ret;
 
-	ret = f4_dir_add(f, parent, name, len, ino,
+	ret = dir_add_quota(f, cred, parent, name, len, ino,
 			 f4_mode_to_ftype(inode.i_mode));
 	if (ret)
 		return ret;
@@ -1152,8 +1183,8 @@ static int do_exchange(struct f4fs *f, struct rename_side *src,
 	return ret;
 }
 
-static int do_rename(struct f4fs *f, struct rename_side *src,
-		     struct rename_side *dst)
+static int do_rename(struct f4fs *f, struct f4_cred *cred,
+		     struct rename_side *src, struct rename_side *dst)
 {
 	int sdir = LINUX_S_ISDIR(src->inode.i_mode);
 	int ret;
@@ -1179,8 +1210,8 @@ static int do_rename(struct f4fs *f, struct rename_side *src,
 		if (ret)
 			return ret;
 	} else {
-		ret = f4_dir_add(f, dst->dir, dst->name, dst->len, src->ino,
-				 f4_mode_to_ftype(src->inode.i_mode));
+		ret = dir_add_quota(f, cred, dst->dir, dst->name, dst->len,
+				    src->ino, f4_mode_to_ftype(src->inode.i_mode));
 		if (ret)
 			return ret;
 	}
@@ -1281,7 +1312,7 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (flags & F4_RENAME_EXCHANGE)
 		ret = do_exchange(f, &src, &dst);
 	else
-		ret = do_rename(f, &src, &dst);
+		ret = do_rename(f, cred, &src, &dst);
 	if (ret)
 		return ret;
 	if (flags & F4_RENAME_WHITEOUT) {

@@ -803,6 +803,33 @@ int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
 	return 0;
 }
 
+/* Are the inode's owners past a limit that bites cred?  -EDQUOT if so */
+int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode)
+{
+	struct qfile *qf;
+	struct dq *dq;
+	int t;
+
+	if (!f->quota || exempt(f, cred))
+		return 0;
+	for (t = 0; t < F4_MAXQUOTAS; t++) {
+		qf = &f->quota->q[t];
+		if (!qf->ino)
+			continue;
+		dq = get_dq(f, qf, inode_id(t, inode_uid(*inode),
+					    inode_gid(*inode),
+					    f4_inode_projid(f, inode)));
+		if (!dq)
+			return -ENOMEM;
+		if ((dq->bhard && dq->space > dq->bhard) ||
+		    (dq->bsoft && dq->space > dq->bsoft && dq->btime &&
+		     time(NULL) >= dq->btime))
+			return -EDQUOT;
+	}
+	return 0;
+}
+
 /* May cred make a new inode owned by uid, gid and project prj? */
 int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
 			uint32_t gid, uint32_t prj)

@@ -402,6 +402,20 @@ def test_block_and_inode_hard_limits(fs_unmounted, workdir, variant):
     assert f4test.errno_as(USER, GROUP, os.mkdir,
                            os.path.join(home, "dir")) == errno.EDQUOT
 
+    # links need no inode, but a directory that must grow for them needs
+    # a block: refused, at most the one block over
+    def link_many():
+        for i in range(500):
+            os.link(os.path.join(home, "big"),
+                    os.path.join(home, "L%03d" % i + "x" * 200))
+    du = os.stat(home).st_blocks
+    assert f4test.errno_as(USER, GROUP, link_many) == errno.EDQUOT
+    assert os.stat(home).st_blocks <= du + 3 * fs.blocksize // 512
+    links = [n for n in os.listdir(home) if n.startswith("L")]
+    assert os.stat(os.path.join(home, "big")).st_nlink == len(links) + 1
+    for n in links:
+        os.unlink(os.path.join(home, n))
+
     # root is exempt: it may fill the user's file past the limit
     with open(os.path.join(home, "big"), "ab") as f:
         f.write(b"r" * 200000)
