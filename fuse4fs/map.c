@@ -660,7 +660,8 @@ static int insert_range(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ext2_extent_handle_t h;
 	blk64_t pblk, plen, apblk = 0, alen = 0, pclu;
 	errcode_t err;
-	int flag = unwritten ? EXT2_EXTENT_FLAGS_UNINIT : 0, ret;
+	int flag = unwritten ? EXT2_EXTENT_FLAGS_UNINIT : 0;
+	int ret;
 
 	if (len > max)
 		len = max;
@@ -686,6 +687,13 @@ static int insert_range(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	alen = f4_alloc_allowed(f, cred, (off + len + mask) & ~mask);
 	if (!alen)
 		return -ENOSPC;
+	/* quota is charged for what i_blocks gains: whole clusters */
+	ret = f4_quota_clamp_blocks(f, cred, inode, &alen);
+	if (ret)
+		return ret;
+	alen &= ~mask;
+	if (!alen)
+		return -EDQUOT;
 	goal = (goal + mask) & ~mask;
 	if (goal < fs->super->s_first_data_block ||
 	    goal >= ext2fs_blocks_count(fs->super))
@@ -801,6 +809,9 @@ static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
 	len = f4_alloc_allowed(f, cred, len);
 	if (!len)
 		return -ENOSPC;
+	ret = f4_quota_clamp_blocks(f, cred, inode, &len);
+	if (ret)
+		return ret;
 	err = find_range(f, alloc_goal(f, ino, inode, lblk), len, &p, &n);
 	if (err)
 		goto fail;
