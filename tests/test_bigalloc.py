@@ -510,3 +510,110 @@ def test_orphan_freed_after_crash(fs, variant, cluster):
     assert f4test.read_file(fs.path("keep")) == keep
     assert sorted(os.listdir(fs.mnt)) == ["keep", "lost+found"]
     assert os.statvfs(fs.mnt).f_bfree == free0 - 3 * (cluster // bs)
+
+
+def _qcfg(variant, cluster):
+    return pytest.param(variant, cluster, id="%s-C%d" % (variant, cluster),
+                        marks=pytest.mark.mkfs_opts(
+                            "-O", "bigalloc,quota,project", "-C",
+                            str(cluster)))
+
+
+QCONFIGS = [_qcfg("ext4", 16384), _qcfg("ext4-1k", 4096)]
+
+
+@pytest.mark.mount_opts("allow_other")
+@pytest.mark.parametrize("variant,cluster", QCONFIGS)
+def test_quota_usage_in_clusters(fs_unmounted, variant, cluster):
+    """Quota usage follows i_blocks, so whole clusters: the quota files
+    agree with stat() and with e2fsck after test_quota's workload."""
+    import test_quota
+
+    fs = fs_unmounted
+    fs.mount()
+    test_quota.workload(fs, True)
+    want = test_quota.usage_by_stat(fs.mnt, True)
+    fs.unmount()
+    fs.fsck()
+    test_quota.assert_usage_matches(fs, want)
+    sectors = cluster // 512
+    for kind in want.values():
+        for space, _inodes in kind.values():
+            assert space % (sectors * 512) == 0, want
+
+
+def _limited_write(path):
+    import test_quota
+    return test_quota.write_until_error(path)
+
+
+@pytest.mark.mkfs_opts("-O", "bigalloc", "-C", "16384")
+@pytest.mark.mount_opts("allow_other")
+@pytest.mark.parametrize("variant", ["ext4"])
+def test_quota_limit_in_clusters(fs_unmounted, workdir, variant):
+    """A 400 KiB hard limit holds what whole clusters fit in it, as on
+    the kernel."""
+    import test_quota
+
+    fs = fs_unmounted
+    cluster = 16384
+    # quota-tools' quotacheck can't open a bigalloc image (its libext2fs
+    # scan refuses it): set the limit on a plain image, then import that
+    # quota file into ours (tune2fs -O quota keeps limits, recounts usage)
+    plain = f4test.FS(workdir, variant, drv="kernel", name="plain",
+                      size=32 << 20)
+    plain.mkfs()
+    test_quota.image_with_limits(plain, os.path.join(workdir, "k"),
+                                 [("u", test_quota.USER, 0, 400, 0, 0)])
+    qfile = os.path.join(workdir, "aquota.user")
+    f4test.run(["debugfs", "-R", "dump <3> %s" % qfile, plain.image])
+    kmnt0 = os.path.join(workdir, "k0")
+    os.makedirs(kmnt0, exist_ok=True)
+    f4test.run(["mount", "-o", "loop", fs.image, kmnt0])
+    try:
+        shutil.copyfile(qfile, os.path.join(kmnt0, "aquota.user"))
+    finally:
+        f4test.run(["umount", kmnt0])
+    f4test.run(["tune2fs", "-O", "quota", "-Q", "usrquota", fs.image])
+    assert test_quota.list_quota(fs.image, "user")[test_quota.USER][3] \
+        == 400, test_quota.list_quota(fs.image, "user")
+    fs.fsck()
+    results = []
+    kimg = os.path.join(workdir, "kern-copy.img")
+    shutil.copyfile(fs.image, kimg)
+    kmnt = os.path.join(workdir, "kq")
+    os.makedirs(kmnt, exist_ok=True)
+    for mnt in ("fuse4fs", "kernel"):
+        if mnt == "fuse4fs":
+            fs.mount()
+            root = fs.mnt
+        else:
+            p = f4test.run(["mount", "-o", "loop", kimg, kmnt], check=False)
+            if p.returncode:
+                break
+            root = kmnt
+        try:
+            home = os.path.join(root, "home")
+            os.mkdir(home)
+            os.chown(home, test_quota.USER, test_quota.GROUP)
+            n, err = f4test.run_as(test_quota.USER, test_quota.GROUP,
+                                   _limited_write,
+                                   os.path.join(home, "big"))
+            os.sync()
+            results.append((n, err, os.lstat(home).st_blocks,
+                            os.lstat(os.path.join(home, "big")).st_blocks))
+        finally:
+            if mnt == "fuse4fs":
+                fs.unmount()
+            else:
+                f4test.run(["umount", kmnt])
+    n, err, dirblocks, fileblocks = results[0]
+    assert err == errno.EDQUOT
+    assert n == (400 * 1024 - dirblocks * 512) // cluster * cluster, results
+    assert fileblocks * 512 == n
+    if len(results) > 1:
+        assert results[0] == results[1], "fuse4fs, kernel: %s" % results
+    else:
+        print("the kernel could not mount the quota image: no reference")
+    fs.fsck()
+    f4test.run(["e2fsck", "-fn", kimg])
