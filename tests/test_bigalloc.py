@@ -551,7 +551,7 @@ def _limited_write(path):
 @pytest.mark.mount_opts("allow_other")
 @pytest.mark.parametrize("variant", ["ext4"])
 def test_quota_limit_in_clusters(fs_unmounted, workdir, variant):
-    """A 400 KiB hard limit holds what whole clusters fit in it, as on
+    """A 410 KiB hard limit holds what whole clusters fit in it, as on
     the kernel."""
     import test_quota
 
@@ -564,7 +564,7 @@ def test_quota_limit_in_clusters(fs_unmounted, workdir, variant):
                       size=32 << 20)
     plain.mkfs()
     test_quota.image_with_limits(plain, os.path.join(workdir, "k"),
-                                 [("u", test_quota.USER, 0, 400, 0, 0)])
+                                 [("u", test_quota.USER, 0, 410, 0, 0)])
     qfile = os.path.join(workdir, "aquota.user")
     f4test.run(["debugfs", "-R", "dump <3> %s" % qfile, plain.image])
     kmnt0 = os.path.join(workdir, "k0")
@@ -576,7 +576,7 @@ def test_quota_limit_in_clusters(fs_unmounted, workdir, variant):
         f4test.run(["umount", kmnt0])
     f4test.run(["tune2fs", "-O", "quota", "-Q", "usrquota", fs.image])
     assert test_quota.list_quota(fs.image, "user")[test_quota.USER][3] \
-        == 400, test_quota.list_quota(fs.image, "user")
+        == 410, test_quota.list_quota(fs.image, "user")
     fs.fsck()
     results = []
     kimg = os.path.join(workdir, "kern-copy.img")
@@ -609,7 +609,7 @@ def test_quota_limit_in_clusters(fs_unmounted, workdir, variant):
                 f4test.run(["umount", kmnt])
     n, err, dirblocks, fileblocks = results[0]
     assert err == errno.EDQUOT
-    assert n == (400 * 1024 - dirblocks * 512) // cluster * cluster, results
+    assert n == (410 * 1024 - dirblocks * 512) // cluster * cluster, results
     assert fileblocks * 512 == n
     if len(results) > 1:
         assert results[0] == results[1], "fuse4fs, kernel: %s" % results
