@@ -465,6 +465,7 @@ static int fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e,
 		return f4_corrupt(f, ino, "directory entry points to an "
 				  "unused inode");
 	e->ino = ino;
+	e->uncached_name = 0;
 	e->generation = kernel_gen(f, ino, inode.i_generation);
 	f4_inode_to_stat(f, ino, &inode, &e->attr);
 	return 0;

@@ -21,8 +21,9 @@
 
 /* Flags a new inode inherits from its directory, as ext4 does. */
 #define INHERITED_FL	(EXT2_SYNC_FL | EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
-			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL)
-#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL)
+			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL | \
+			 EXT4_CASEFOLD_FL)
+#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | EXT4_CASEFOLD_FL)
 
 int f4_check_name(const char *name, size_t *lenp)
 {
@@ -172,12 +173,14 @@ int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_ino_perm(f, cred, parent, MAY_EXEC);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	ret = f4_dir_lookup(f, parent, name, len, &ino, NULL);
 	if (ret)
 		return ret;
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
@@ -508,6 +511,7 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 undo:
 	/* Nothing links to it yet: give everything back */
@@ -790,6 +794,7 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
