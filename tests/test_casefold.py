@@ -287,3 +287,37 @@ def test_unknown_encoding_flags_refused(fs_unmounted, mode):
     assert res.returncode != 0
     assert "casefold" in res.stderr, res.stderr
     _patch_encoding_flags(fs_unmounted.image, 0)
+
+
+@pytest.mark.parametrize("mode", [RELAXED])
+def test_mixed_workload_survives_remount(fs, mode):
+    """Files in a casefolded tree get the usual treatment through names in
+    any case; after a remount everything is found again and e2fsck (at
+    teardown) finds the hashes and link counts right."""
+    d = casefold_dir(fs, "Top")
+    j = lambda n: os.path.join(d, n)  # noqa: E731
+    os.mkdir(j("Dir"))
+    f4test.write_file(j("dir/Data.bin"), f4test.pattern(300000))
+    os.link(j("DIR/data.BIN"), j("Hard"))
+    assert os.stat(j("hard")).st_nlink == 2
+    os.setxattr(j("HARD"), "user.k", b"v")
+    os.truncate(j("dir/DATA.bin"), 70000)
+    fd = os.open(j("Dir/data.bin"), os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, 100000)
+    finally:
+        os.close(fd)
+    for i in range(120):
+        touch(j("dir/F%03d" % i))
+    for i in range(0, 120, 3):
+        os.unlink(j("DIR/f%03d" % i))
+    os.rename(j("dir/f001"), j("HARD"))     # replaces the hard link
+    fs.remount()
+    d = fs.path("Top")
+    assert sorted(os.listdir(d)) == ["Dir", "Hard"]
+    assert os.stat(j("dir/data.bin")).st_nlink == 1
+    assert os.stat(j("dir/data.bin")).st_size == 100000
+    assert f4test.read_file(j("DIR/DATA.BIN"))[:70000] == \
+        f4test.pattern(300000)[:70000]
+    assert len(os.listdir(j("dIR"))) == 1 + 120 - 40 - 1
+    assert os.stat(j("hard")).st_size == 0
