@@ -103,12 +103,90 @@ int f4_dir_casefolded(struct f4fs *f, ext2_ino_t dir)
 	return dir_cf(f, &inode) != NULL;
 }
 
+/*
+ * The name readdir shows for a stored one: in an encrypted directory its
+ * no-key form (fscrypt.c), hashed as the kernel's readdir hashes it.
+ */
+static void shown_name(struct f4fs *f, int version, const char *name,
+		       size_t len, char *out, size_t *outlen)
+{
+	ext2_dirhash_t hash = 0, minor = 0;
+
+	if (version >= 0 &&
+	    ext2fs_dirhash(version, name, len, f->fs->super->s_hash_seed,
+			   &hash, &minor))
+		hash = minor = 0;
+	f4_nokey_encode(hash, minor, name, len, out, outlen);
+}
+
 /* An entry changed (ino 0: went away): tell whoever keeps copies. */
 static void dir_changed(struct f4fs *f, ext2_ino_t dir, const char *name,
 			size_t len, ext2_ino_t ino, int ftype)
 {
+	struct ext2_inode_large inode;
+	char shown[F4_NAME_MAX + 1];
+	int version;
+
 	f4_dcache_update(f, dir, name, len, ino, ftype);
+	/* open directories list what readdir showed */
+	if (!f4_read_inode(f, dir, &inode) && f4_is_encrypted(&inode)) {
+		if (f4_htree_readdir_version(f, dir, &inode, &version))
+			return;
+		shown_name(f, version, name, len, shown, &len);
+		name = shown;
+	}
 	f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+}
+
+struct nokey_scan {
+	const struct f4_nokey *nk;
+	char *stored;
+	size_t len;
+};
+
+static int nokey_scan_proc(ext2_ino_t ino, int ftype, const char *name,
+			   size_t len, void *arg)
+{
+	struct nokey_scan *s = arg;
+
+	if (!f4_nokey_match(s->nk, name, len))
+		return 0;
+	memcpy(s->stored, name, len);
+	s->len = len;
+	return 1;
+}
+
+/*
+ * A name given in an encrypted directory is a no-key name: find what is
+ * stored (into stored, F4_NAME_MAX bytes), so that everything after
+ * matches exact bytes.  The long form, a digest, needs a scan.
+ */
+static int nokey_resolve(struct f4fs *f, ext2_ino_t dir,
+			 const struct ext2_inode_large *inode,
+			 const char **name, size_t *len, char *stored)
+{
+	struct f4_nokey nk;
+	struct nokey_scan s = { &nk, stored, 0 };
+	int ret;
+
+	if (!f4_is_encrypted(inode))
+		return 0;
+	ret = f4_nokey_decode(*name, *len, &nk);
+	if (ret)
+		return ret;
+	if (nk.exact) {
+		memcpy(stored, nk.ct, nk.ctlen);
+		s.len = nk.ctlen;
+	} else {
+		ret = f4_dir_iterate(f, dir, nokey_scan_proc, &s);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return -ENOENT;
+	}
+	*name = stored;
+	*len = s.len;
+	return 0;
 }
 
 /* ---- one directory block ---------------------------------------------- */
@@ -580,6 +658,7 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		  size_t len, ext2_ino_t *ino, int *ftype)
 {
 	struct ext2_inode_large inode;
+	char stored[F4_NAME_MAX + 1];
 	struct found fd;
 	char *buf;
 	int ret;
@@ -599,6 +678,9 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		ret = 1;
 		goto found;
 	}
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
+	if (ret)
+		return ret;
 	/*
 	 * The name table is keyed on exact bytes: in a casefolded directory
 	 * it can only say yes (to the name as stored); anything else needs
@@ -647,11 +729,15 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	struct ext2_dir_entry *de, *prev;
 	struct found fd;
 	unsigned int rec_len, prev_len;
+	char stored[F4_NAME_MAX + 1];
 	char *buf;
 	errcode_t err;
 	int ret;
 
 	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
 	if (ret)
 		return ret;
 	if (f4_is_inline(&inode)) {
@@ -710,11 +796,15 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 {
 	struct ext2_inode_large inode;
 	struct ext2_dir_entry *de;
+	char stored[F4_NAME_MAX + 1];
 	struct found fd;
 	char *buf;
 	int ret;
 
 	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
 	if (ret)
 		return ret;
 	if (f4_is_inline(&inode)) {
@@ -1091,6 +1181,28 @@ fail:
 /* ---- open directories: a snapshot of the entries ------------------------ */
 
 static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
+		    void *arg);
+
+struct snap_nokey {
+	struct f4fs *f;
+	struct f4_dir *d;
+	int version;
+};
+
+/* An encrypted directory's snapshot holds the names readdir shows. */
+static int snap_add_nokey(ext2_ino_t ino, int ftype, const char *name,
+			  size_t len, void *arg)
+{
+	struct snap_nokey *sn = arg;
+	char shown[F4_NAME_MAX + 1];
+
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+		return snap_add(ino, ftype, name, len, sn->d);
+	shown_name(sn->f, sn->version, name, len, shown, &len);
+	return snap_add(ino, ftype, shown, len, sn->d);
+}
+
+static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
 		    void *arg)
 {
 	struct f4_dir *d = arg;
@@ -1215,6 +1327,7 @@ void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
  */
 int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 {
+	struct ext2_inode_large inode;
 	int ret;
 
 	d->nents = 0;
@@ -1223,7 +1336,16 @@ int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 	d->index = NULL;
 	d->index_size = 0;
 	d->casefold = f4_dir_casefolded(f, d->inode->ino);
-	ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
+	ret = f4_read_inode(f, d->inode->ino, &inode);
+	if (!ret && f4_is_encrypted(&inode)) {
+		struct snap_nokey sn = { f, d, -1 };
+
+		ret = f4_htree_readdir_version(f, d->inode->ino, &inode,
+					       &sn.version) ?:
+		      f4_dir_iterate(f, d->inode->ino, snap_add_nokey, &sn);
+	} else if (!ret) {
+		ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
+	}
 	d->loaded = !ret;
 	return ret;
 }

@@ -423,6 +423,10 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	st->st_uid = inode_uid(*inode);
 	st->st_gid = inode_gid(*inode);
 	st->st_size = EXT2_I_SIZE(inode);
+	/* an encrypted symlink's target reads as its no-key form */
+	if (LINUX_S_ISLNK(inode->i_mode) && f4_is_encrypted(inode) &&
+	    st->st_size > 2)
+		st->st_size = f4_nokey_len(st->st_size - 2);
 	st->st_blksize = f->blocksize;
 	st->st_blocks = ext2fs_get_stat_i_blocks(f->fs,
 						 (struct ext2_inode *)inode);
@@ -687,6 +691,10 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = setattr_flags_check(&inode, to_set);
 	if (ret)
 		return ret;
+	/* Cutting an encrypted file needs the key (its last block) */
+	if ((to_set & F4_SET_SIZE) && LINUX_S_ISREG(inode.i_mode) &&
+	    f4_is_encrypted(&inode))
+		return -ENOKEY;
 
 	if (to_set & F4_SET_SIZE) {
 		if (LINUX_S_ISDIR(inode.i_mode))

@@ -404,9 +404,17 @@ static int undecoded_features(ext2_filsys fs, char *names, size_t size)
 	struct ext2_super_block *sb = fs->super;
 	unsigned int incompat;
 
-	incompat = sb->s_feature_incompat & EXT4_FEATURE_INCOMPAT_ENCRYPT;
+	incompat = 0;
 	if (ext2fs_has_feature_casefold(sb) && !casefold_decoded(fs))
 		incompat |= EXT4_FEATURE_INCOMPAT_CASEFOLD;
+	/*
+	 * Encrypted and casefolded directories keep their hashes in the
+	 * entries (the names can't be folded without the key): not decoded.
+	 */
+	if (ext2fs_has_feature_casefold(sb) &&
+	    ext2fs_has_feature_encrypt(sb))
+		incompat |= EXT4_FEATURE_INCOMPAT_ENCRYPT |
+			    EXT4_FEATURE_INCOMPAT_CASEFOLD;
 	if (!incompat)
 		return 0;
 	feature_list(1, incompat, names, size);
@@ -434,8 +442,9 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		       "cannot decode yet: %s%s; not mounted, not even "
 		       "read-only (names or contents would come out wrong)",
 		       opts->device, names,
-		       ext2fs_has_feature_casefold(sb) && !casefold_decoded(fs) ?
-		       " (casefold: unknown encoding or encoding flags)" : "");
+		       ext2fs_has_feature_encrypt(sb) ?
+		       " (encrypt together with casefold)" :
+		       " (casefold: unknown encoding or encoding flags)");
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
