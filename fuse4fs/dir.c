@@ -129,7 +129,8 @@ static void dir_changed(struct f4fs *f, ext2_ino_t dir, const char *name,
 
 	f4_dcache_update(f, dir, name, len, ino, ftype);
 	/* open directories list what readdir showed */
-	if (!f4_read_inode(f, dir, &inode) && f4_is_encrypted(&inode)) {
+	if (ext2fs_has_feature_encrypt(f->fs->super) &&
+	    !f4_read_inode(f, dir, &inode) && f4_is_encrypted(&inode)) {
 		if (f4_htree_readdir_version(f, dir, &inode, &version))
 			return;
 		shown_name(f, version, name, len, shown, &len);
