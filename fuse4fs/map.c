@@ -586,12 +586,16 @@ static int insert_range(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	blk64_t pblk, plen;
 	errcode_t err;
 	int flag = unwritten ? EXT2_EXTENT_FLAGS_UNINIT : 0;
+	int ret;
 
 	if (len > max)
 		len = max;
 	len = f4_alloc_allowed(f, cred, len);
 	if (!len)
 		return -ENOSPC;
+	ret = f4_quota_clamp_blocks(f, cred, inode, &len);
+	if (ret)
+		return ret;
 	if (goal < fs->super->s_first_data_block ||
 	    goal >= ext2fs_blocks_count(fs->super))
 		goal = fs->super->s_first_data_block;
@@ -697,6 +701,9 @@ static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
 	len = f4_alloc_allowed(f, cred, len);
 	if (!len)
 		return -ENOSPC;
+	ret = f4_quota_clamp_blocks(f, cred, inode, &len);
+	if (ret)
+		return ret;
 	err = find_range(f, alloc_goal(f, ino, inode, lblk), len, &p, &n);
 	if (err)
 		goto fail;

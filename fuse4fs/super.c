@@ -40,8 +40,6 @@ static const struct feature_name {
 	{ 2, EXT4_FEATURE_RO_COMPAT_REPLICA, "replica" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_READONLY, "read-only" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS, "shared_blocks" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_QUOTA, "quota" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_PROJECT, "project" },
 };
 
 static void feature_list(int kind, unsigned int mask, char *buf, size_t len)
@@ -117,9 +115,14 @@ void f4_fs_dirty(struct f4fs *f)
 int f4_fs_flush(struct f4fs *f)
 {
 	errcode_t err;
+	int ret;
 
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
+	/* quota records first: they count the metadata written below */
+	ret = f4_quota_flush(f);
+	if (ret)
+		return ret;
 	err = ext2fs_flush2(f->fs, 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
@@ -371,9 +374,7 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 	ro_compat |= sb->s_feature_ro_compat &
 		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
 		      EXT4_FEATURE_RO_COMPAT_READONLY |
-		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
-		      EXT4_FEATURE_RO_COMPAT_QUOTA |
-		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
 	if (!ro_compat)
 		return 0;
 	feature_list(2, ro_compat, names, size);
@@ -421,6 +422,16 @@ static int undecoded_features(ext2_filsys fs, char *names, size_t size)
 	return 1;
 }
 
+/*
+ * e2fsck charges a file's quota for the values it keeps in EA inodes;
+ * quota.c counts only i_blocks, so it can't keep that combination exact.
+ */
+static int quota_needs_ro(struct ext2_super_block *sb)
+{
+	return ext2fs_has_feature_quota(sb) &&
+	       ext2fs_has_feature_ea_inode(sb);
+}
+
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 {
 	struct ext2_super_block *sb = fs->super;
@@ -451,6 +462,12 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
+		return -EROFS;
+	}
+	if (*rw && quota_needs_ro(sb)) {
+		f4_log(LOG_ERR, "%s: fuse4fs can only read file systems with "
+		       "both quota and ea_inode (it does not charge values in "
+		       "EA inodes to quota); mount with -o ro", opts->device);
 		return -EROFS;
 	}
 	return 0;
@@ -515,7 +532,8 @@ static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
 		return 0;
 	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
 		return 0;
-	return !readonly_features(sb, names, sizeof(names));
+	return !readonly_features(sb, names, sizeof(names)) &&
+	       !quota_needs_ro(sb);
 }
 
 /* Free the orphans in a short read-write session of their own. */
@@ -917,6 +935,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		goto fail;
 	cache_ready = 1;
 	if (rw) {
+		ret = f4_quota_init(f);
+		if (ret)
+			goto fail;
 		ret = mark_mounted(f);
 		if (ret)
 			goto fail;
@@ -928,6 +949,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	f4_quota_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
 		f4_inode_destroy_cache(f);
@@ -951,6 +973,7 @@ int f4_fs_close(struct f4fs *f)
 		return 0;
 	sb = f->fs->super;
 	if (f->shutdown) {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
@@ -958,6 +981,9 @@ int f4_fs_close(struct f4fs *f)
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
+		if (!f->forced_ro && f4_quota_flush(f) && !ret)
+			ret = -EIO;
+		f4_quota_free(f);
 		/*
 		 * Lifetime writes, counted once: ext2fs_close2() adds what
 		 * get_stats reports too, but only to a counter already in
@@ -981,6 +1007,7 @@ int f4_fs_close(struct f4fs *f)
 			ret = f4_errno(err);
 		}
 	} else {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		ext2fs_free(f->fs);
 	}
