@@ -549,6 +549,10 @@ out:
 	return 0;
 }
 
+static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t start,
+			blk64_t end);
+
 static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 			       struct ext2_inode_large *inode)
 {
@@ -634,8 +638,19 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		}
 		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
 				bounce);
-		if (ret)
+		if (ret) {
+			/* what was mapped for it must not show old data */
+			if (was_new && !map.unwritten)
+				punch_blocks(f, ino, &inode, map.lblk,
+					     map.lblk + map.len - 1);
 			break;
+		}
+		/* Unwritten blocks become data only once the data is there */
+		if (map.unwritten) {
+			ret = f4_map_convert(f, ino, &inode, &map);
+			if (ret)
+				break;
+		}
 		done += len;
 	}
 	free(bounce);
@@ -992,6 +1007,15 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return ret;
 	if (!fs->block_map)
 		return -EROFS;
+	/*
+	 * Blocks freed since the last flush are free in memory but still in
+	 * use on disk: a crash now brings back the file, directory or tree
+	 * that owned them (alloc.c).  Make their freeing durable first, or
+	 * the discard would destroy what the crash brings back.
+	 */
+	ret = f4_fs_flush(f);
+	if (ret)
+		return ret;
 	/* ext4's checks: a range inside the file system, at least a block */
 	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
 	    minblocks > fs->super->s_clusters_per_group)

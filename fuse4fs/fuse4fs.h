@@ -210,6 +210,12 @@ struct f4_dir {
 
 struct f4_orphan_file;
 struct f4_dindex;
+struct f4_quota;
+
+#define F4_USRQUOTA	0
+#define F4_GRPQUOTA	1
+#define F4_PRJQUOTA	2
+#define F4_MAXQUOTAS	3
 
 struct f4_error_note {
 	ext2_ino_t ino;
@@ -241,6 +247,9 @@ struct f4fs {
 	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
 	struct f4_orphan_file *ofile;	/* orphan.c */
 	ext2fs_block_bitmap freed;	/* freed since the last flush */
+	struct f4_quota *quota;		/* quota.c; NULL: no quota kept */
+	/* the inode f4_write_inode() is writing in full (quota.c) */
+	const struct ext2_inode_large *quota_full;
 	struct list_head dcache_lru;	/* directory name tables (dcache.c) */
 	size_t dcache_bytes, dcache_limit;
 	pthread_t flusher;
@@ -492,6 +501,8 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode);
 int f4_check_name(const char *name, size_t *lenp);
+int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
+		     const struct ext2_inode_large *inode);
 
 /* alloc.c: where file data may go */
 int f4_alloc_init(struct f4fs *f);
@@ -516,6 +527,8 @@ int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
+int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, const struct f4_map *map);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
@@ -524,6 +537,8 @@ int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode);
 int f4_map_init(struct f4fs *f);
 void f4_map_free(struct f4fs *f);
 
@@ -584,6 +599,23 @@ int f4_orphan_load(struct f4fs *f);
 int f4_orphan_release_all(struct f4fs *f);
 void f4_orphan_forget_all(struct f4fs *f);
 int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
+
+/* quota.c */
+int f4_quota_init(struct f4fs *f);
+void f4_quota_free(struct f4fs *f);
+int f4_quota_flush(struct f4fs *f);
+void f4_quota_statfs(struct f4fs *f, ext2_ino_t ino, struct statvfs *st);
+void f4_quota_inode_alloc(struct f4fs *f, ext2_ino_t ino, int delta);
+uint32_t f4_inode_projid(struct f4fs *f, const struct ext2_inode_large *inode);
+int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, blk64_t *len);
+int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode);
+int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
+			uint32_t gid, uint32_t prj);
+int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, uint32_t uid,
+			  uint32_t gid, uint32_t prj);
 
 /* partition.c */
 int f4_find_partition(const char *device, int number,

@@ -255,8 +255,11 @@ int f4_write_inode(struct f4fs *f, ext2_ino_t ino,
 {
 	errcode_t err;
 
+	/* the full inode, project ID included, for quota.c's watch */
+	f->quota_full = inode;
 	err = ext2fs_write_inode_full(f->fs, ino, (struct ext2_inode *)inode,
 				      sizeof(*inode));
+	f->quota_full = NULL;
 	if (err)
 		return f4_fs_error(f, ino, err, "writing inode");
 	f4_fs_dirty(f);
@@ -686,6 +689,16 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = setattr_flags_check(&inode, to_set);
 	if (ret)
 		return ret;
+	if (to_set & (F4_SET_UID | F4_SET_GID)) {
+		ret = f4_quota_may_transfer(f, cred, &inode,
+				(to_set & F4_SET_UID) ? attr->st_uid :
+							inode_uid(inode),
+				(to_set & F4_SET_GID) ? attr->st_gid :
+							inode_gid(inode),
+				f4_inode_projid(f, &inode));
+		if (ret)
+			return ret;
+	}
 
 	if (to_set & F4_SET_SIZE) {
 		if (LINUX_S_ISDIR(inode.i_mode))

@@ -501,6 +501,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	f4_lock(f);
 	f4_statfs(f, &st);
+	f4_quota_statfs(f, f4_ino_of(ino), &st);
 	f4_unlock(f);
 	fuse_reply_statfs(req, &st);
 }
