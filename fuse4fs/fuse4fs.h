@@ -145,6 +145,11 @@ struct f4_entry {
 	ext2_ino_t ino;
 	uint32_t generation;
 	struct stat attr;
+	/*
+	 * The name lives in a casefolded directory: the kernel's FUSE
+	 * dentries are case-sensitive, so it must not cache this one.
+	 */
+	int uncached_name;
 };
 
 /* The kernel's lookup counts (lookups.c): ino -> count, 8 bytes each. */
@@ -206,6 +211,7 @@ struct f4_dir {
 	uint32_t *index;		/* name hash -> ents slot + 1 */
 	size_t index_size;
 	int loaded;
+	int casefold;			/* names matched by casefold */
 };
 
 struct f4_orphan_file;
@@ -400,6 +406,24 @@ int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	      int mask);
 
 /* dir.c: directory entries */
+int f4_dir_casefolded(struct f4fs *f, ext2_ino_t dir);
+
+/* fscrypt.c: encrypted directories without the key */
+struct f4_nokey {
+	unsigned char raw[189];		/* the decoded no-key name */
+	int exact;			/* ct is the whole ciphertext */
+	const char *ct;
+	size_t ctlen;
+};
+int f4_is_encrypted(const struct ext2_inode_large *inode);
+size_t f4_nokey_len(size_t ctlen);
+void f4_nokey_encode(uint32_t hash, uint32_t minor, const char *ct,
+		     size_t ctlen, char *out, size_t *outlen);
+int f4_nokey_decode(const char *name, size_t len, struct f4_nokey *nk);
+int f4_nokey_match(const struct f4_nokey *nk, const char *de, size_t delen);
+int f4_htree_readdir_version(struct f4fs *f, ext2_ino_t dir,
+			     const struct ext2_inode_large *inode,
+			     int *version);
 int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		  size_t len, ext2_ino_t *ino, int *ftype);
 int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,

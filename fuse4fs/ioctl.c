@@ -104,6 +104,17 @@ static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = may_change_flags(f, cred, &inode, newflags);
 	if (ret)
 		return ret;
+	/*
+	 * Names already there were hashed and checked for duplicates the
+	 * other way: like ext4, only an empty directory changes casefolding.
+	 */
+	if (changed & EXT4_CASEFOLD_FL) {
+		ret = f4_dir_is_empty(f, ino);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return -ENOTEMPTY;
+	}
 	/* Data journalling needs a journal fuse4fs doesn't write */
 	if (changed & EXT3_JOURNAL_DATA_FL)
 		return -EPERM;

@@ -22,8 +22,20 @@
 
 /* Flags a new inode inherits from its directory, as ext4 does. */
 #define INHERITED_FL	(EXT2_SYNC_FL | EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
-			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL)
-#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL)
+			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL | \
+			 EXT4_CASEFOLD_FL)
+#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | EXT4_CASEFOLD_FL)
+
+/* -ENOKEY for an encrypted directory: fuse4fs never has the key. */
+static int nokey_dir(struct f4fs *f, ext2_ino_t dir)
+{
+	struct ext2_inode_large inode;
+	int ret = f4_read_inode(f, dir, &inode);
+
+	if (ret)
+		return ret;
+	return f4_is_encrypted(&inode) ? -ENOKEY : 0;
+}
 
 int f4_check_name(const char *name, size_t *lenp)
 {
@@ -173,12 +185,14 @@ int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_ino_perm(f, cred, parent, MAY_EXEC);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	ret = f4_dir_lookup(f, parent, name, len, &ino, NULL);
 	if (ret)
 		return ret;
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
@@ -529,6 +543,8 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;		/* a new name needs the key */
 	if (is_dir && dir_link_max(f, &pinode))
 		return -EMLINK;
 
@@ -577,6 +593,7 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 undo:
 	/* Nothing links to it yet: give everything back */
@@ -691,6 +708,8 @@ int f4_tmpfile(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = prep_dir(f, cred, parent, &pinode, 0);
 	if (ret)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;
 	mode = (mode & 07777) | S_IFREG;
 	if (f->opts->acl) {
 		ret = f4_inherit_acl(f, parent, 0, &pinode, &mode, &has_acl);
@@ -824,6 +843,8 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;
 
 	ret = dir_add_quota(f, cred, parent, name, len, ino,
 			 f4_mode_to_ftype(inode.i_mode));
@@ -862,6 +883,7 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
@@ -940,7 +962,51 @@ int f4_rmdir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	return remove_name(f, cred, parent, name, 1);
 }
 
+static int read_link(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size,
+		     size_t *got_len);
+
+/*
+ * Without the key an encrypted symlink reads as the no-key form of its
+ * ciphertext (stored as le16 length, then the bytes), as on the kernel.
+ */
+static int read_nokey_link(struct f4fs *f, ext2_ino_t ino, char *buf,
+			   size_t size)
+{
+	char raw[F4_SYMLINK_MAX + 2], shown[F4_NAME_MAX + 2];
+	size_t len, ctlen;
+	int ret;
+
+	ret = read_link(f, ino, raw, sizeof(raw), &len);
+	if (ret)
+		return ret;
+	ctlen = (unsigned char)raw[0] | (unsigned char)raw[1] << 8;
+	if (len < 2 || ctlen == 0 || ctlen > len - 2)
+		return f4_corrupt(f, ino, "encrypted symlink of %zu bytes "
+				  "says its target has %zu", len, ctlen);
+	f4_nokey_encode(0, 0, raw + 2, ctlen, shown, &len);
+	if (len >= size)
+		len = size - 1;
+	memcpy(buf, shown, len);
+	buf[len] = 0;
+	return 0;
+}
+
 int f4_readlink(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size)
+{
+	struct ext2_inode_large inode;
+	size_t len;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (LINUX_S_ISLNK(inode.i_mode) && f4_is_encrypted(&inode))
+		return read_nokey_link(f, ino, buf, size);
+	return read_link(f, ino, buf, size, &len);
+}
+
+static int read_link(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size,
+		     size_t *got_len)
 {
 	struct ext2_inode_large inode;
 	size_t len, got;
@@ -975,6 +1041,7 @@ int f4_readlink(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size)
 			len = got;
 		goto copy;
 	}
+	*got_len = len;
 	if (ext2fs_is_fast_symlink((struct ext2_inode *)&inode)) {
 		memcpy(buf, inode.i_block, len);
 		buf[len] = 0;
@@ -993,6 +1060,7 @@ copy:
 	if (!err) {
 		memcpy(buf, block, len);
 		buf[len] = 0;
+		*got_len = len;
 	}
 	free(block);
 	if (err)
@@ -1306,6 +1374,10 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (ret)
 		return ret;
 	ret = rename_checks(f, cred, &src, &dst, flags);
+	if (ret)
+		return ret;
+	/* Names in an encrypted directory can't be made without the key */
+	ret = nokey_dir(f, src.dir) ?: nokey_dir(f, dst.dir);
 	if (ret)
 		return ret;
 

@@ -382,18 +382,40 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 }
 
 /*
- * Features whose names or contents fuse4fs does not decode yet: even a
- * read-only mount would serve wrong results (case-insensitive lookups
- * that fail, ciphertext names and data), so no mount at all.
+ * Casefolding is decoded when libext2fs knows the encoding (it loaded the
+ * table at open) and every encoding flag: an unknown flag could change
+ * what names match, so such a file system is refused like the kernel
+ * refuses it.
  */
-static int undecoded_features(struct ext2_super_block *sb, char *names,
-			      size_t size)
+static int casefold_decoded(ext2_filsys fs)
 {
+	struct ext2_super_block *sb = fs->super;
+
+	return fs->encoding &&
+	       !(sb->s_encoding_flags & ~EXT4_ENC_STRICT_MODE_FL);
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode: even a
+ * read-only mount would serve wrong results (ciphertext names and data,
+ * case-insensitive lookups that fail), so no mount at all.
+ */
+static int undecoded_features(ext2_filsys fs, char *names, size_t size)
+{
+	struct ext2_super_block *sb = fs->super;
 	unsigned int incompat;
 
-	incompat = sb->s_feature_incompat &
-		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
-		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
+	incompat = 0;
+	if (ext2fs_has_feature_casefold(sb) && !casefold_decoded(fs))
+		incompat |= EXT4_FEATURE_INCOMPAT_CASEFOLD;
+	/*
+	 * Encrypted and casefolded directories keep their hashes in the
+	 * entries (the names can't be folded without the key): not decoded.
+	 */
+	if (ext2fs_has_feature_casefold(sb) &&
+	    ext2fs_has_feature_encrypt(sb))
+		incompat |= EXT4_FEATURE_INCOMPAT_ENCRYPT |
+			    EXT4_FEATURE_INCOMPAT_CASEFOLD;
 	if (!incompat)
 		return 0;
 	feature_list(1, incompat, names, size);
@@ -426,11 +448,14 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		       "not support: %s", opts->device, names);
 		return -EOPNOTSUPP;
 	}
-	if (undecoded_features(sb, names, sizeof(names))) {
+	if (undecoded_features(fs, names, sizeof(names))) {
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
-		       "cannot decode yet: %s; not mounted, not even "
+		       "cannot decode yet: %s%s; not mounted, not even "
 		       "read-only (names or contents would come out wrong)",
-		       opts->device, names);
+		       opts->device, names,
+		       ext2fs_has_feature_encrypt(sb) ?
+		       " (encrypt together with casefold)" :
+		       " (casefold: unknown encoding or encoding flags)");
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
