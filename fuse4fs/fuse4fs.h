@@ -646,7 +646,8 @@ void f4_quota_ea_inodes(struct f4fs *f, ext2_ino_t ino,
 			const struct ext2_inode_large *inode, int64_t delta);
 int f4_quota_binds(struct f4fs *f, struct f4_cred *cred);
 int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
-		      const struct ext2_inode_large *inode);
+		      const struct ext2_inode_large *inode, uint64_t space,
+		      uint64_t inodes);
 
 /* partition.c */
 int f4_find_partition(const char *device, int number,

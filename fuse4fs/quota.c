@@ -876,12 +876,14 @@ int f4_quota_binds(struct f4fs *f, struct f4_cred *cred)
 }
 
 /*
- * Are the inode's owners past a block or inode limit that bites cred,
- * after an allocation was charged?  -EDQUOT if so (as the kernel would
- * have refused the allocation).
+ * Would the inode's owners, with space bytes and inodes more than they
+ * have, be past a block or inode limit that bites cred?  -EDQUOT if so.
+ * (Called after an allocation was charged, to take it back when the
+ * kernel would have refused it.)
  */
 int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
-		      const struct ext2_inode_large *inode)
+		      const struct ext2_inode_large *inode, uint64_t space,
+		      uint64_t inodes)
 {
 	time_t now = time(NULL);
 	struct qfile *qf;
@@ -899,12 +901,12 @@ int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
 					    f4_inode_projid(f, inode)));
 		if (!dq)
 			return -ENOMEM;
-		if ((dq->bhard && dq->space > dq->bhard) ||
-		    (dq->ihard && dq->inodes > dq->ihard) ||
-		    (dq->bsoft && dq->space > dq->bsoft && dq->btime &&
-		     now >= dq->btime) ||
-		    (dq->isoft && dq->inodes > dq->isoft && dq->itime &&
-		     now >= dq->itime))
+		if ((dq->bhard && dq->space + space > dq->bhard) ||
+		    (dq->ihard && dq->inodes + inodes > dq->ihard) ||
+		    (dq->bsoft && dq->space + space > dq->bsoft &&
+		     dq->btime && now >= dq->btime) ||
+		    (dq->isoft && dq->inodes + inodes > dq->isoft &&
+		     dq->itime && now >= dq->itime))
 			return -EDQUOT;
 	}
 	return 0;

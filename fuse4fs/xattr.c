@@ -632,19 +632,81 @@ out:
 	return ret;
 }
 
+/* Where one named attribute's value is kept, if in an EA inode. */
+struct ea_probe {
+	const char *name;
+	__u32 size;			/* its size; 0: not in an EA inode */
+};
+
+static const char *const ea_prefix[] = {
+	[1] = "user.", [2] = ACL_ACCESS, [3] = ACL_DEFAULT,
+	[4] = "trusted.", [6] = "security.", [7] = "system.",
+};
+
+static int probe_entry(struct f4fs *f, ext2_ino_t ino,
+		       const struct ext2_ext_attr_entry *e, void *arg)
+{
+	struct ea_probe *p = arg;
+	const char *pre = "";
+	size_t plen;
+
+	if (e->e_name_index < sizeof(ea_prefix) / sizeof(ea_prefix[0]) &&
+	    ea_prefix[e->e_name_index])
+		pre = ea_prefix[e->e_name_index];
+	plen = strlen(pre);
+	if (strncmp(p->name, pre, plen) ||
+	    strlen(p->name + plen) != e->e_name_len ||
+	    memcmp(p->name + plen, (const char *)(e + 1), e->e_name_len))
+		return 0;
+	p->size = e->e_value_size;
+	return 0;
+}
+
+static int ea_probe(struct f4fs *f, ext2_ino_t ino, struct ea_probe *p)
+{
+	struct ext2_inode_large inode;
+	blk64_t blk;
+	errcode_t err;
+	char *buf;
+	int ret;
+
+	p->size = 0;
+	ret = walk_ibody_refs(f, ino, probe_entry, p);
+	if (!ret)
+		ret = f4_read_inode(f, ino, &inode);
+	if (ret || p->size)
+		return ret;
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	if (err)
+		ret = f4_fs_error(f, ino, err, "reading xattr block");
+	else
+		ret = walk_block_refs(f, ino, buf, probe_entry, p);
+	free(buf);
+	return ret;
+}
+
 /*
  * A value that lands in an EA inode costs the file's owners an inode and
  * the value's blocks, and the kernel refuses it (EDQUOT) when that passes
- * a limit binding the caller.  Where the value goes is libext2fs's choice,
- * so the check follows the change: a value that went over the limit is
- * taken back, and the old one (if any) put back in its place.
+ * a limit binding the caller.  It charges the new value before it lets
+ * go of the old one, so a replacement must fit next to the value it
+ * replaces.  Where the value goes is libext2fs's choice, so the check
+ * follows the change: a value over the limit is taken back, and the old
+ * one (if any) put back in its place.
  */
 static int put_value_limited(struct f4fs *f, struct f4_cred *cred,
 			     ext2_ino_t ino, const char *name,
 			     const void *value, size_t size, int flags)
 {
 	struct ext2_inode_large inode;
-	struct ea_tally before, after;
+	struct ea_probe was = { name, 0 }, now = { name, 0 };
+	uint64_t space = 0, inodes = 0;
 	void *old = NULL;
 	size_t oldlen = 0;
 	int ret, r, had;
@@ -652,7 +714,7 @@ static int put_value_limited(struct f4fs *f, struct f4_cred *cred,
 	if (!ext2fs_has_feature_ea_inode(f->fs->super) ||
 	    !f4_quota_binds(f, cred))
 		return put_value(f, ino, name, value, size, flags);
-	ret = ea_inode_charge(f, ino, &before);
+	ret = ea_probe(f, ino, &was);
 	if (ret)
 		return ret;
 	ret = get_value(f, ino, name, &old, &oldlen);
@@ -661,16 +723,20 @@ static int put_value_limited(struct f4fs *f, struct f4_cred *cred,
 	had = !ret;
 	ret = put_value(f, ino, name, value, size, flags);
 	if (!ret)
-		ret = ea_inode_charge(f, ino, &after);
-	if (ret || (after.blocks <= before.blocks &&
-		    after.refs <= before.refs))
+		ret = ea_probe(f, ino, &now);
+	if (ret || !now.size)
 		goto out;
+	if (was.size) {		/* still charged when the new one was */
+		space = (uint64_t)((was.size + f->blocksize - 1) /
+				   f->blocksize) * f->blocksize;
+		inodes = 1;
+	}
 	ret = f4_read_inode(f, ino, &inode);
 	if (!ret)
-		ret = f4_quota_exceeded(f, cred, &inode);
+		ret = f4_quota_exceeded(f, cred, &inode, space, inodes);
 	if (ret != -EDQUOT)
 		goto out;
-	r = put_value(f, ino, name, had ? old : NULL, oldlen, 0);
+	r = put_value(f, ino, name, had ? (old ? old : "") : NULL, oldlen, 0);
 	if (r) {
 		f4_log(LOG_ERR, "inode %u: xattr %s over quota and could not "
 		       "be taken back: %s", ino, name, strerror(-r));

@@ -738,14 +738,23 @@ def test_ea_inode_value_limits(fs_unmounted, workdir, variant):
     assert f4test.errno_as(USER, GROUP, setx, "user.v4", 2 * bs,
                            9) == errno.EDQUOT
     assert "user.v4" not in os.listxattr(f)
-    # blocks: 1 (h) + 4 * 2 so far; 3 more is fine, 10 more not
+    # ext4 charges a new value before it lets go of the one it replaces:
+    # at the inode limit, a replacement is refused too
+    assert f4test.errno_as(USER, GROUP, setx, "user.v0", 3 * bs,
+                           10) == errno.EDQUOT
+    assert os.getxattr(f, "user.v0") == f4test.pattern(2 * bs, seed=0)
+    assert f4test.errno_as(USER, GROUP, os.removexattr, f, "user.v3") == 0
+    # blocks: 1 (h) + 3 * 2; 5 more next to the 2 replaced are fine
     assert f4test.errno_as(USER, GROUP, setx, "user.v0", 5 * bs, 10) == 0
+    # 1 + 5 + 2 + 2 = 10; 12 in place of 2 ends at 20, the limit, but
+    # needs 22 on the way
     assert f4test.errno_as(USER, GROUP, setx, "user.v1", 12 * bs,
                            11) == errno.EDQUOT
     assert os.getxattr(f, "user.v1") == f4test.pattern(2 * bs, seed=1)
+    assert f4test.errno_as(USER, GROUP, setx, "user.v1", 10 * bs, 11) == 0
     # root may
     setx("user.v4", 2 * bs, 12)
-    # USER+1 has room for 2 inodes: f and its 5 values are 6
+    # USER+1 has room for 2 inodes: one file and one value
     os.mkdir(fs.path("o"))
     os.chmod(fs.path("o"), 0o777)
     f4test.write_file(fs.path("o/one"), b"")
@@ -757,4 +766,41 @@ def test_ea_inode_value_limits(fs_unmounted, workdir, variant):
     fs.unmount()
     fs.fsck()
     q = list_quota(fs.image, "user")
-    assert q[USER][1] == 7 and q[USER + 1][1] == 2, q
+    assert q[USER][1] == 6 and q[USER + 1][1] == 2, q
+    assert q[USER][0] == (1 + 5 + 10 + 2 + 2) * bs, q
+
+
+@pytest.mark.mkfs_opts("-O", "quota,project,ea_inode")
+def test_ea_inode_orphan_quota(fs_unmounted, variant):
+    """kill -9 while a file with values in EA inodes is open and unlinked:
+    the next mount frees it and gives its owners back the file, its
+    blocks and the values' inodes; e2fsck -fn agrees."""
+    from test_orphans import crash_daemon, hold_after
+    fs = fs_unmounted
+    fs.mount()
+    bs = fs.blocksize
+    f4test.write_file(fs.path("keep"), b"k" * 3000)
+    os.chown(fs.path("keep"), USER, GROUP)
+    os.setxattr(fs.path("keep"), "user.big", f4test.pattern(2 * bs))
+
+    def setup():
+        p = fs.path("victim")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.fchown(fd, USER, GROUP)
+        os.write(fd, f4test.pattern(3 * bs, seed=3))
+        os.setxattr(p, "user.big", f4test.pattern(2 * bs + 3, seed=4))
+        os.setxattr(p, "user.big2", f4test.pattern(bs + 3, seed=5))
+        os.unlink(p)
+        os.fsync(fd)
+        fd2 = os.open(fs.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd2)
+        os.close(fd2)
+    pid = hold_after(setup)
+    crash_daemon(fs, holders=[pid])
+    fs.mount()
+    assert sorted(os.listdir(fs.mnt)) == ["keep", "lost+found"]
+    want, _ = expected_with_ea(fs, True)
+    fs.unmount()
+    fs.fsck()
+    assert_usage_matches(fs, want)
+    assert list_quota(fs.image, "user")[USER][1] == 2
