@@ -535,6 +535,7 @@ void f4_alloc_free(struct f4fs *f);
 void f4_alloc_flushed(struct f4fs *f);
 int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred);
 blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want);
+blk64_t f4_alloc_ext4_reserve(ext2_filsys fs);
 errcode_t f4_alloc_range(struct f4fs *f, blk64_t goal, blk64_t len,
 			 blk64_t *pblk, blk64_t *plen);
 void f4_alloc_freed_range(struct f4fs *f, blk64_t blk, blk64_t num);

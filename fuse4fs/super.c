@@ -242,9 +242,7 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 	 * reserve on extent file systems, so that extent tree blocks can
 	 * still be allocated when users have filled the file system.
 	 */
-	if (ext2fs_has_feature_extents(sb))
-		reserved += ext2fs_blocks_count(sb) / 50 < 4096 ?
-			    ext2fs_blocks_count(sb) / 50 : 4096;
+	reserved += f4_alloc_ext4_reserve(fs);
 	st->f_bfree = free;
 	st->f_bavail = free > reserved ? free - reserved : 0;
 	st->f_files = sb->s_inodes_count;
@@ -372,8 +370,7 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
 	ro_compat |= sb->s_feature_ro_compat &
-		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
-		      EXT4_FEATURE_RO_COMPAT_READONLY |
+		     (EXT4_FEATURE_RO_COMPAT_READONLY |
 		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
 	if (!ro_compat)
 		return 0;
