@@ -227,7 +227,8 @@ out:
  * of its own, which entries name by e_value_inum.  The EA inode counts
  * its references (one per in-inode entry, one per entry in a distinct
  * xattr block, however many inodes share that block), and the owner's
- * i_blocks is charged the value's size in whole blocks, as the kernel's
+ * i_blocks is charged the value's size in whole blocks (clusters, with
+ * bigalloc), as the kernel's
  * quota code charges it.  libext2fs creates and drops EA inodes when a
  * value is set or removed, but leaves both of these to us.
  */
@@ -310,16 +311,23 @@ static int walk_block_refs(struct f4fs *f, ext2_ino_t ino, const char *buf,
 
 /* What an inode's EA-inode values cost it: blocks and references. */
 struct ea_tally {
-	blk64_t blocks;			/* added to its i_blocks */
+	blk64_t blocks;			/* clusters added to its i_blocks */
 	__u64 refs;			/* each costs it an inode in quota */
 };
+
+static uint32_t cluster_bytes(struct f4fs *f)
+{
+	return (uint32_t)f->blocksize << f->fs->cluster_ratio_bits;
+}
 
 static int add_charge(struct f4fs *f, ext2_ino_t ino,
 		      const struct ext2_ext_attr_entry *e, void *arg)
 {
 	struct ea_tally *t = arg;
 
-	t->blocks += (e->e_value_size + f->blocksize - 1) / f->blocksize;
+	/* whole clusters with bigalloc, as the kernel and e2fsck count */
+	t->blocks += (e->e_value_size + cluster_bytes(f) - 1) /
+		     cluster_bytes(f);
 	t->refs++;
 	return 0;
 }
@@ -727,8 +735,8 @@ static int put_value_limited(struct f4fs *f, struct f4_cred *cred,
 	if (ret || !now.size)
 		goto out;
 	if (was.size) {		/* still charged when the new one was */
-		space = (uint64_t)((was.size + f->blocksize - 1) /
-				   f->blocksize) * f->blocksize;
+		space = (uint64_t)((was.size + cluster_bytes(f) - 1) /
+				   cluster_bytes(f)) * cluster_bytes(f);
 		inodes = 1;
 	}
 	ret = f4_read_inode(f, ino, &inode);

@@ -680,7 +680,10 @@ def expected_with_ea(fs, with_project):
 
 @pytest.mark.parametrize("features", [
     pytest.param(f, marks=pytest.mark.mkfs_opts("-O", f), id=f)
-    for f in ("quota,ea_inode", "quota,project,ea_inode")])
+    for f in ("quota,ea_inode", "quota,project,ea_inode")] + [
+    pytest.param("bigalloc,quota,project,ea_inode", marks=pytest.mark.
+                 mkfs_opts("-O", "bigalloc,quota,project,ea_inode", "-C",
+                           "16384"), id="bigalloc")])
 @pytest.mark.mount_opts("allow_other")
 def test_usage_exact_with_ea_inode(fs_unmounted, variant, features):
     """Values kept in EA inodes are charged to their file's owners: an

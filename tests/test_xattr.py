@@ -610,6 +610,9 @@ EA_GEOMS = [
                  id="ea-4k"),
     pytest.param("ext4-1k", marks=pytest.mark.mkfs_opts("-O", "ea_inode"),
                  id="ea-1k"),
+    # values are charged in whole clusters there
+    pytest.param("ext4", marks=pytest.mark.mkfs_opts(
+        "-O", "ea_inode,bigalloc", "-C", "16384"), id="ea-4k-bigalloc"),
 ]
 
 
