@@ -725,7 +725,8 @@ def test_ea_inode_value_limits(fs_unmounted, workdir, variant):
     bs_k = 4 if variant == "ext4" else 1
     # 1 KiB units: user: 6 inodes and 20 blocks' worth of KiB
     image_with_limits(fs, os.path.join(workdir, "k"), [
-        ("u", USER, 0, 20 * bs_k, 0, 6), ("u", USER + 1, 0, 0, 0, 2)])
+        ("u", USER, 0, 20 * bs_k, 0, 6), ("u", USER + 1, 0, 0, 0, 2),
+        ("g", 1234, 0, 0, 0, 2)])
     fs.mount()
     bs = fs.blocksize
     os.mkdir(fs.path("h"))
@@ -770,11 +771,24 @@ def test_ea_inode_value_limits(fs_unmounted, workdir, variant):
     assert f4test.errno_as(USER + 1, GROUP, os.setxattr,
                            fs.path("o/one"), "user.w",
                            f4test.pattern(2 * bs)) == errno.EDQUOT
+    # chgrp takes the values' inodes along: group 1234 has room for 2,
+    # a file with two values is 3
+    g = os.path.join(home, "g")
+    f4test.write_file(g, b"")
+    os.chown(g, USER, GROUP)
+    os.setxattr(g, "user.a", f4test.pattern(bs + 1))
+    os.setxattr(g, "user.b", f4test.pattern(bs + 2))
+    assert f4test.errno_as(USER, GROUP, os.chown, g, -1, 1234,
+                           groups=(1234,)) == errno.EDQUOT
+    os.removexattr(g, "user.b")
+    assert f4test.errno_as(USER, GROUP, os.chown, g, -1, 1234,
+                           groups=(1234,)) == 0
     fs.unmount()
     fs.fsck()
     q = list_quota(fs.image, "user")
-    assert q[USER][1] == 6 and q[USER + 1][1] == 2, q
-    assert q[USER][0] == (1 + 5 + 10 + 2 + 2) * bs, q
+    assert list_quota(fs.image, "group")[1234][1] == 2
+    assert q[USER][1] == 8 and q[USER + 1][1] == 2, q
+    assert q[USER][0] == (1 + 5 + 10 + 2 + 2 + 2) * bs, q
 
 
 @pytest.mark.mkfs_opts("-O", "quota,project,ea_inode")
