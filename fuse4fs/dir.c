@@ -320,19 +320,28 @@ static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 	err = io_channel_read_blk64(f->fs->io, pblk, 1, buf);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory block");
+	/*
+	 * An htree root or node carries a dx tail.  Its last 12 bytes may
+	 * still look like a leaf's checksum tail (the kernel leaves the old
+	 * one when it turns a leaf into a root), so it is recognised by its
+	 * shape before any leaf check.
+	 */
+	if (htree && ext2fs_has_feature_metadata_csum(f->fs->super) &&
+	    is_dx_block(f, buf, htree))
+		goto dx;
 	ok = f4_dirblock_verify(f, dir, gen, buf);
-	if (ok < 0 && is_dx_block(f, buf, htree)) {
-		/* an index block: libext2fs knows its checksum */
-		err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
-		if (err)
-			return f4_fs_error(f, dir, err,
-					   "reading htree block");
-		return 0;
-	}
+	if (ok < 0 && is_dx_block(f, buf, htree))
+		goto dx;
 	if (ok <= 0)
 		return f4_fs_error(f, dir, ok ? EXT2_ET_DIR_NO_SPACE_FOR_CSUM :
 				   EXT2_ET_DIR_CSUM_INVALID,
 				   "reading directory block");
+	return 0;
+dx:
+	/* an index block: libext2fs knows its checksum */
+	err = ext2fs_read_dir_block4(f->fs, pblk, buf, 0, dir);
+	if (err)
+		return f4_fs_error(f, dir, err, "reading htree block");
 	return 0;
 }
 

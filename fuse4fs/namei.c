@@ -1192,6 +1192,27 @@ static int rename_checks(struct f4fs *f, struct f4_cred *cred,
 	return 0;
 }
 
+/*
+ * A directory that changes parent gets its ".." rewritten last, after
+ * the names have moved: find out first that it can be, so that a damaged
+ * first block fails the rename before anything has changed.
+ */
+static int check_moved_dirs(struct f4fs *f, const struct rename_side *src,
+			    const struct rename_side *dst, unsigned int flags)
+{
+	ext2_ino_t up;
+	int ret = 0;
+
+	if (src->dir == dst->dir)
+		return 0;
+	if (LINUX_S_ISDIR(src->inode.i_mode))
+		ret = f4_dir_lookup(f, src->ino, "..", 2, &up, NULL);
+	if (!ret && (flags & F4_RENAME_EXCHANGE) && dst->ino &&
+	    LINUX_S_ISDIR(dst->inode.i_mode))
+		ret = f4_dir_lookup(f, dst->ino, "..", 2, &up, NULL);
+	return ret;
+}
+
 /* Directory link counts and ".." after a directory changed parent. */
 static int move_dir(struct f4fs *f, ext2_ino_t dir, ext2_ino_t from,
 		    ext2_ino_t to)
@@ -1384,6 +1405,9 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return ret;
 	/* Names in an encrypted directory can't be made without the key */
 	ret = nokey_dir(f, src.dir) ?: nokey_dir(f, dst.dir);
+	if (ret)
+		return ret;
+	ret = check_moved_dirs(f, &src, &dst, flags);
 	if (ret)
 		return ret;
 

@@ -211,3 +211,61 @@ def test_dir_handle_below_hashed_dir(fs, kernel_ext4, variant):
         # and says ESTALE; fuse4fs reads it from the inode.
         del res["kernel"]
     assert res == dict.fromkeys(res, 0)
+
+
+# ---------------------------------------------------------------------------
+# Hashed directories the kernel made.  When the kernel turns a full leaf
+# into an htree root it leaves the leaf's old checksum tail in the root's
+# last 12 bytes, so on metadata_csum file systems the root looked like a
+# leaf with a bad checksum: moving a directory into or out of such a
+# directory failed with EUCLEAN, after the names had already moved.
+
+def _kernel_made_tree(mnt):
+    for d in ("a", "a/d", "x", "x/y", "big", "big/sub", "big2"):
+        os.mkdir(os.path.join(mnt, d))
+    _fill(os.path.join(mnt, "big"), 300)
+    _fill(os.path.join(mnt, "big2"), 300)
+
+
+def _moves(root):
+    p = lambda *a: os.path.join(root, *a)  # noqa: E731
+    steps = [
+        ("a/d -> big/d", os.rename, p("a/d"), p("big/d")),
+        ("x/y -> big/sub/y", os.rename, p("x/y"), p("big/sub/y")),
+        ("big/sub -> x/sub", os.rename, p("big/sub"), p("x/sub")),
+        ("big2 -> a/big2", os.rename, p("big2"), p("a/big2")),
+        ("big <-> x/sub", f4test.renameat2, p("big"), p("x/sub"), 2),
+    ]
+    return [(what, _try(fn, *args)) for what, fn, *args in steps]
+
+
+@pytest.mark.variants("ext4", "ext4-1k")
+def test_move_dirs_through_kernel_made_hashed_dirs(fs_unmounted, variant,
+                                                   tmp_path):
+    fs = fs_unmounted
+    kimg, kmnt = str(tmp_path / "kernel.img"), str(tmp_path / "kmnt")
+    os.mkdir(kmnt)
+    f4test.run(["mount", "-o", "loop", fs.image, fs.mnt])
+    try:
+        _kernel_made_tree(fs.mnt)
+        assert _is_hashed(os.path.join(fs.mnt, "big"))
+    finally:
+        f4test.umount(fs.mnt)
+    f4test.run(["cp", "--sparse=always", fs.image, kimg])
+
+    fs.mount()
+    got = _moves(fs.mnt)
+    f4test.run(["mount", "-o", "loop", kimg, kmnt])
+    try:
+        want = _moves(kmnt)
+        kernel_dirs = _dirs(kmnt)
+    finally:
+        f4test.umount(kmnt)
+    assert got == want, "\n".join(
+        "%-20s fuse4fs %-8r kernel %r" % (g[0], g[1], w[1])
+        for g, w in zip(got, want))
+    assert _dirs(fs.mnt) == kernel_dirs
+    dirs = list(_dirs(fs.mnt))
+    fs.unmount()
+    assert not _disk_dotdot(fs.image, dirs)
+    assert f4test.run(["e2fsck", "-fn", kimg], check=False).returncode == 0
