@@ -911,8 +911,8 @@ def main(argv=None, out=None):
         if not args.no_reduce:
             red = reduce_ops(ops, fail, workdir, template, fv, mv,
                              args.reduce_budget, log)
-        log("  reproduce: %s --seeds %s --fs-variants %s --mount-variants "
-            "%s --ops %d" % (sys.argv[0], seed, fv, mv, len(ops)))
+        log("  reproduce: tests/tools/difffuzz.py --seeds %s --fs-variants "
+            "%s --mount-variants %s --ops %d" % (seed, fv, mv, len(ops)))
         log("  reduced sequence (%d ops):" % len(red))
         for op in red:
             log("    " + fmt_op(op))
