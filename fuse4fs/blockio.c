@@ -844,6 +844,23 @@ errcode_t f4_io_write_data(io_channel io, unsigned long long block, int count,
 	return write_many(data, block, count, buf);
 }
 
+/*
+ * Bytes written since the last call (or the open), for s_kbytes_written.
+ * Taking them resets the count, so that ext2fs_close2(), which adds what
+ * get_stats reports when the counter is already in use, doesn't count
+ * them a second time.
+ */
+unsigned long long f4_io_take_written(io_channel io)
+{
+	unsigned long long n = 0;
+
+	if (is_ours(io)) {
+		n = chan_io(io)->bytes_written;
+		chan_io(io)->bytes_written = 0;
+	}
+	return n;
+}
+
 /* errors=panic: from now on nothing reaches the device. */
 void f4_io_stop_writes(io_channel io)
 {

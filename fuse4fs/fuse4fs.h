@@ -38,7 +38,6 @@
 #define F4_ROOT_INO	EXT2_ROOT_INO
 #define F4_NAME_MAX	255
 #define F4_LINK_MAX	65000		/* EXT4_LINK_MAX */
-#define F4_EXT2_LINK_MAX 32000		/* EXT2_LINK_MAX, without dir_nlink */
 #define F4_SYMLINK_MAX	4095		/* longest target PATH_MAX allows */
 
 enum f4_errors_behaviour {
@@ -152,9 +151,11 @@ struct f4_inode {
 	struct list_head open_dirs;	/* struct f4_dir snapshots of it */
 	int no_caps;			/* known to have no security.capability */
 	struct f4_dindex *dindex;	/* directories: name table (dcache.c) */
+	uint32_t kernel_gen;		/* with F4I_KERNEL_GEN */
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
+#define F4I_KERNEL_GEN	0x2		/* kernel_gen differs from the disk's */
 
 /* An open file. */
 struct f4_file {
@@ -194,6 +195,8 @@ struct f4_error_note {
 	int what;
 };
 
+#define F4_INVAL_MAX	8		/* inodes one request may change */
+
 struct f4fs {
 	ext2_filsys fs;
 	pthread_mutex_t lock;
@@ -207,6 +210,7 @@ struct f4fs {
 	unsigned int inode_size;
 	struct cache inodes;		/* struct f4_inode records */
 	struct f4_lookups lookups;	/* the kernel's lookup counts */
+	unsigned int nkernel_gen;	/* records with F4I_KERNEL_GEN */
 	struct list_head orphans;	/* in-core orphan list (orphan.c) */
 	int dirty;			/* metadata changed since last flush */
 	uint16_t mount_state;		/* s_state when mounted */
@@ -228,12 +232,18 @@ struct f4fs {
 	/* errors already logged, so each is logged once */
 	struct f4_error_note noted[64];
 	unsigned int nnoted;
-	/* The FUSE layer's way to drop kernel caches the core invalidates. */
+	/*
+	 * Attributes the core changes where the kernel can't see it (an
+	 * ioctl's reply carries none): f4_inval_inode() notes the inode,
+	 * and f4_unlock() hands the notes to inval_inode, which the FUSE
+	 * layer sets, once the lock is released, because the kernel may
+	 * wait for a request that needs the lock before it takes the note.
+	 */
 	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino);
-	void (*inval_entry)(struct f4fs *f, ext2_ino_t parent,
-			    const char *name, size_t len);
+	void *fuse_priv;		/* for inval_inode: the session */
+	ext2_ino_t inval[F4_INVAL_MAX];
+	unsigned int ninval;
 	void (*panic)(struct f4fs *f);
-	void *fuse_priv;
 };
 
 /* errors.c */
@@ -260,12 +270,14 @@ int f4_start_flusher(struct f4fs *f);
 void f4_stop_flusher(struct f4fs *f);
 void f4_lock(struct f4fs *f);
 void f4_unlock(struct f4fs *f);
+void f4_inval_inode(struct f4fs *f, ext2_ino_t ino);
 
 /* blockio.c */
 extern io_manager f4_io_manager;
 int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
 void f4_io_tick(io_channel io);
 void f4_io_stop_writes(io_channel io);
+unsigned long long f4_io_take_written(io_channel io);
 int f4_io_limit(io_channel io, unsigned long long blocks);
 errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
 			  void *buf);
@@ -291,6 +303,7 @@ int f4_fill_entry_unlinked(struct f4fs *f, ext2_ino_t ino,
 int f4_lookup_ref(struct f4fs *f, ext2_ino_t ino);
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup);
 uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino);
+int f4_keep_kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen);
 
 /* lookups.c */
 void f4_lookups_free(struct f4_lookups *t);
@@ -370,6 +383,21 @@ void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
 			     int ftype);
 void f4_releasedir(struct f4fs *f, struct f4_dir *d);
 int f4_ftype_to_dt(int ftype);
+
+/* FNV-1a: the hash of the in-memory name tables (dir.c, dcache.c). */
+static inline uint32_t f4_name_hash(const char *name, size_t len)
+{
+	uint32_t h = 2166136261U;
+
+	while (len--)
+		h = (h ^ (unsigned char)*name++) * 16777619U;
+	return h;
+}
+
+static inline int f4_is_inline(const struct ext2_inode_large *inode)
+{
+	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
+}
 int f4_mode_to_ftype(mode_t mode);
 int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
 		   int (*fn)(ext2_ino_t ino, int ftype, const char *name,

@@ -58,10 +58,26 @@ int f4_inode_init_cache(struct f4fs *f)
 	return 0;
 }
 
+/* The kernel is gone: the generations it knew need no pins any more. */
+static int unpin_kernel_gen(struct cache *c, struct cache_node *n, void *arg)
+{
+	struct f4_inode *in = container_of(n, struct f4_inode, cnode);
+	struct f4fs *f = arg;
+
+	if (in->flags & F4I_KERNEL_GEN) {
+		in->flags &= ~F4I_KERNEL_GEN;
+		f->nkernel_gen--;
+		cache_put(c, n);
+	}
+	return 0;
+}
+
 void f4_inode_destroy_cache(struct f4fs *f)
 {
 	struct cache_stats st;
 
+	if (f->nkernel_gen)
+		cache_walk(&f->inodes, unpin_kernel_gen, f);
 	cache_get_stats(&f->inodes, &st);
 	if (st.referenced)
 		f4_log(7, "%zu inode records still referenced at unmount",
@@ -102,6 +118,50 @@ uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino)
 	return f4_lookups_get(&f->lookups, ino);
 }
 
+/*
+ * The kernel compares the generation of every lookup reply with the one
+ * it was first given for the inode, and takes an inode whose generation
+ * changed for stale: its open files then fail with EIO.  So when
+ * FS_IOC_SETVERSION changes the generation of an inode the kernel holds,
+ * the kernel keeps hearing the old one (gen) until it forgets the inode;
+ * the record is pinned till then.  After that, lookups (and so file
+ * handles) see the new one, as ext4's handles do at once.
+ */
+int f4_keep_kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen)
+{
+	struct f4_inode *in;
+
+	if (!f4_nlookup(f, ino))
+		return 0;
+	in = f4_iget(f, ino);
+	if (!in)
+		return -ENOMEM;
+	if (in->flags & F4I_KERNEL_GEN) {
+		f4_iput(f, in);		/* pinned already, with the first */
+		return 0;
+	}
+	in->flags |= F4I_KERNEL_GEN;
+	in->kernel_gen = gen;
+	f->nkernel_gen++;
+	return 0;
+}
+
+/* The generation to give the kernel for ino, whose disk one is gen. */
+static uint32_t kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen)
+{
+	struct f4_inode *in;
+
+	if (!f->nkernel_gen)
+		return gen;
+	in = f4_iget_incore(f, ino);
+	if (!in)
+		return gen;
+	if (in->flags & F4I_KERNEL_GEN)
+		gen = in->kernel_gen;
+	f4_iput(f, in);
+	return gen;
+}
+
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup)
 {
 	struct f4_inode *in;
@@ -112,6 +172,11 @@ int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup)
 	in = f4_iget_incore(f, ino);
 	if (!in)
 		return 0;
+	if (in->flags & F4I_KERNEL_GEN) {
+		in->flags &= ~F4I_KERNEL_GEN;
+		f->nkernel_gen--;
+		f4_iput(f, in);		/* the pin of f4_keep_kernel_gen() */
+	}
 	f4_maybe_free(f, in);
 	f4_iput(f, in);
 	return 0;
@@ -400,7 +465,7 @@ static int fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e,
 		return f4_corrupt(f, ino, "directory entry points to an "
 				  "unused inode");
 	e->ino = ino;
-	e->generation = inode.i_generation;
+	e->generation = kernel_gen(f, ino, inode.i_generation);
 	f4_inode_to_stat(f, ino, &inode, &e->attr);
 	return 0;
 }

@@ -117,7 +117,10 @@ static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return -EPERM;
 	inode.i_flags = newflags;
 	f4_touch(f, &inode, F4_TOUCH_C);
-	return f4_write_inode(f, ino, &inode);
+	ret = f4_write_inode(f, ino, &inode);
+	if (!ret)
+		f4_inval_inode(f, ino);	/* the new ctime */
+	return ret;
 }
 
 static int get_fsxattr(struct f4fs *f, ext2_ino_t ino, struct fsxattr *fa)
@@ -180,9 +183,15 @@ static int set_version(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (!f4_is_owner(f, cred, &inode) && !f4_capable(f, cred))
 		return -EPERM;
+	ret = f4_keep_kernel_gen(f, ino, inode.i_generation);
+	if (ret)
+		return ret;
 	inode.i_generation = gen;
 	f4_touch(f, &inode, F4_TOUCH_C);
-	return f4_write_inode(f, ino, &inode);
+	ret = f4_write_inode(f, ino, &inode);
+	if (!ret)
+		f4_inval_inode(f, ino);	/* the new ctime */
+	return ret;
 }
 
 static int get_u32(const void *in, size_t in_size, uint32_t *v)

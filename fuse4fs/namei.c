@@ -113,6 +113,54 @@ static int prep_dir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t dir,
 	return 0;
 }
 
+/*
+ * "." of any inode: the kernel resolves "." and ".." itself on a path
+ * walk, and asks for them only to turn a file handle (NFS export,
+ * open_by_handle_at) back into an inode it no longer holds.  A number
+ * that is no live inode makes the handle stale; the kernel compares the
+ * generation with the handle's.
+ */
+static int lookup_self(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	if (f4_check_ino(f, ino) ||
+	    !ext2fs_test_inode_bitmap2(f->fs->inode_map, ino))
+		return -ESTALE;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (!inode.i_links_count || !inode.i_mode)
+		return -ESTALE;
+	return f4_fill_entry(f, ino, e);
+}
+
+/*
+ * "." and "..", asked for by the kernel's export operations only: like
+ * ext4's, they check no permission (decoding a handle takes privilege).
+ */
+static int lookup_dots(struct f4fs *f, ext2_ino_t parent, const char *name,
+		       size_t len, struct f4_entry *e)
+{
+	struct ext2_inode_large inode;
+	ext2_ino_t ino;
+	int ret;
+
+	ret = lookup_self(f, parent, e);
+	if (ret || len == 1)
+		return ret;
+	ret = f4_read_inode(f, parent, &inode);
+	if (ret)
+		return ret;
+	if (!LINUX_S_ISDIR(inode.i_mode))
+		return -ENOTDIR;
+	ret = f4_dir_lookup(f, parent, name, len, &ino, NULL);
+	if (ret)
+		return ret;
+	return f4_fill_entry(f, ino, e);
+}
+
 int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	      const char *name, struct f4_entry *e)
 {
@@ -123,6 +171,10 @@ int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_name(name, &len);
 	if (ret)
 		return ret;
+	if (is_dot_or_dotdot(name)) {
+		ret = lookup_dots(f, parent, name, len, e);
+		return ret ? ret : f4_lookup_ref(f, e->ino);
+	}
 	ret = f4_check_ino_perm(f, cred, parent, MAY_EXEC);
 	if (ret)
 		return ret;

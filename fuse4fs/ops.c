@@ -5,7 +5,9 @@
  * The nodeid is the inode number, except that FUSE's root (1) is ext2's
  * root inode (2).  Because fuse4fs owns the image while mounted, nothing
  * changes behind the kernel's back, so entries and attributes are given
- * long timeouts and file pages are kept across opens.
+ * long timeouts and file pages are kept across opens.  Where a request
+ * changes attributes its reply doesn't carry (ioctls), the core notes
+ * the inode and inval_inode() below tells the kernel.
  */
 #include "config.h"
 
@@ -111,6 +113,34 @@ static void reply_err(fuse_req_t req, int ret)
 	fuse_reply_err(req, ret < 0 ? -ret : ret);
 }
 
+/*
+ * The core changed attributes of ino that the kernel caches, in a way no
+ * reply tells it about (f4_unlock() calls this, without the lock: the
+ * kernel may be waiting on a request that needs it).  Attributes only:
+ * the file's pages stay valid.
+ */
+static void inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	int ret;
+
+	ret = fuse_lowlevel_notify_inval_inode(f->fuse_priv, f4_nodeid_of(ino),
+					       -1, 0);
+	/* ENOENT: the kernel has let go of the inode meanwhile */
+	if (ret && ret != -ENOENT)
+		f4_log(LOG_DEBUG, "inode %u: telling the kernel its attributes "
+		       "changed: %s", ino, strerror(-ret));
+}
+
+/* Let the core reach the kernel's caches through se (NULL: no more). */
+void f4_ops_attach(struct f4fs *f, struct fuse_session *se)
+{
+	f4_lock(f);
+	f->fuse_priv = se;
+	f->inval_inode = se ? inval_inode : NULL;
+	f->ninval = 0;
+	f4_unlock(f);
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -205,12 +235,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, f, ret, &e);
 }
 
+/*
+ * FORGETs are queued apart from other requests and may still be read,
+ * or handled by another worker, after DESTROY (a fuseblk unmount) has
+ * closed the file system: by then there is nothing left to forget.
+ */
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct f4fs *f = fs_of(req);
 
 	f4_lock(f);
-	f4_forget(f, f4_ino_of(ino), nlookup);
+	if (!f->closed)
+		f4_forget(f, f4_ino_of(ino), nlookup);
 	f4_unlock(f);
 	fuse_reply_none(req);
 }
@@ -222,7 +258,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 	size_t i;
 
 	f4_lock(f);
-	for (i = 0; i < count; i++)
+	for (i = 0; i < count && !f->closed; i++)
 		f4_forget(f, f4_ino_of(forgets[i].ino), forgets[i].nlookup);
 	f4_unlock(f);
 	fuse_reply_none(req);
@@ -698,12 +734,21 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 {
 	struct f4fs *f = fs_of(req);
 	struct f4_dir *d = dir_of(fi);
+	ext2_ino_t *refs = NULL;	/* references this reply hands over */
+	size_t i, nrefs = 0;
 	char *buf;
 	size_t used = 0;
 	int ret = 0;
 
 	buf = malloc(size);
-	if (!buf) {
+	/* At most as many entries as the shortest (a name of "") fits */
+	if (plus)
+		refs = malloc((size / fuse_add_direntry_plus(req, NULL, 0, "",
+							      NULL, 0) + 1) *
+			      sizeof(*refs));
+	if (!buf || (plus && !refs)) {
+		free(buf);
+		free(refs);
 		reply_err(req, -ENOMEM);
 		return;
 	}
@@ -761,16 +806,22 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 		if (len > size - used)
 			break;
 		/* Every entry with attributes hands the kernel a reference */
-		if (plus && ep.ino)
-			f4_lookup_ref(f, de->ino);
+		if (plus && ep.ino && !f4_lookup_ref(f, de->ino))
+			refs[nrefs++] = de->ino;
 		used += len;
 	}
 	f4_unlock(f);
 	/* An entry we can't stat ends the listing there, not silently */
-	if (ret && !used)
+	if (ret && !used) {
 		reply_err(req, ret);
-	else
-		fuse_reply_buf(req, buf, used);
+	} else if (fuse_reply_buf(req, buf, used) && nrefs) {
+		/* The kernel never got the entries: take the references back */
+		f4_lock(f);
+		for (i = 0; i < nrefs; i++)
+			f4_forget(f, refs[i], 1);
+		f4_unlock(f);
+	}
+	free(refs);
 	free(buf);
 }
 

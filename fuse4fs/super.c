@@ -68,9 +68,41 @@ void f4_lock(struct f4fs *f)
 	pthread_mutex_lock(&f->lock);
 }
 
+/*
+ * Release the lock, then tell the kernel about the inodes whose cached
+ * attributes the work done under it made stale.
+ */
 void f4_unlock(struct f4fs *f)
 {
+	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino) = f->inval_inode;
+	ext2_ino_t inval[F4_INVAL_MAX];
+	unsigned int i, n = f->ninval;
+
+	memcpy(inval, f->inval, n * sizeof(inval[0]));
+	f->ninval = 0;
 	pthread_mutex_unlock(&f->lock);
+	for (i = 0; i < n; i++)
+		inval_inode(f, inval[i]);
+}
+
+/*
+ * The kernel's cached attributes of ino are stale: note it for f4_unlock().
+ * Inodes the kernel doesn't hold need no note.
+ */
+void f4_inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	unsigned int i;
+
+	if (!f->inval_inode || !f4_nlookup(f, ino))
+		return;
+	for (i = 0; i < f->ninval; i++)
+		if (f->inval[i] == ino)
+			return;
+	if (f->ninval < F4_INVAL_MAX)
+		f->inval[f->ninval++] = ino;
+	else
+		f4_log(LOG_WARNING, "inode %u: too many changed inodes in one "
+		       "request; the kernel may show stale attributes", ino);
 }
 
 void f4_fs_dirty(struct f4fs *f)
@@ -850,15 +882,15 @@ int f4_fs_close(struct f4fs *f)
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
-		io_stats stats = NULL;
-
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
-		if (f->fs->io->manager->get_stats &&
-		    !f->fs->io->manager->get_stats(f->fs->io, &stats) &&
-		    stats)
-			sb->s_kbytes_written += stats->bytes_written >> 10;
+		/*
+		 * Lifetime writes, counted once: ext2fs_close2() adds what
+		 * get_stats reports too, but only to a counter already in
+		 * use, and the bytes taken here are no longer reported.
+		 */
+		sb->s_kbytes_written += f4_io_take_written(f->fs->io) >> 10;
 		/* Back to the state at mount, plus any error we found */
 		sb->s_state = (f->mount_state & (EXT2_VALID_FS |
 						 EXT2_ERROR_FS)) |
