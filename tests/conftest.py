@@ -43,7 +43,8 @@ Markers:
   serial              run alone, not beside other tests (make check runs
                       these in a second, serial pass after the parallel
                       one): tests that measure CPU time or how fast
-                      something happens.  SERIAL_TESTS below adds it.
+                      something happens, or drop the kernel's caches.
+                      SERIAL_TESTS below adds it.
 
 Parallel runs: `make check` runs the suite with pytest-xdist
 (-n PYTEST_JOBS --dist loadgroup -m "not serial", then -m serial alone).
@@ -69,9 +70,10 @@ import f4test  # noqa: E402
 MOUNT_FIXTURES = ("fs", "fs_unmounted", "kernel_ext4", "fs_factory", "driver")
 
 # Tests (file, or file::function) that must not share the machine with
-# other tests: they measure the daemon's CPU time or bound how long
-# something takes.
+# other tests: they measure the daemon's CPU time, bound how long
+# something takes, or change state every mount sees.
 SERIAL_TESTS = (
+    "test_kernel_sync.py",                       # writes vm/drop_caches
     "test_session.py::test_idle_mount_sleeps",   # CPU time of an idle daemon
     "test_crash.py",                             # mount gone within 5 s
     "test_damage.py::test_errors_panic",         # ls answers within 5 s
