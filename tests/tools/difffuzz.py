@@ -82,7 +82,7 @@ DIRS = ["", "d0", "d1", "t", "d0/s", "big0", "big1", "big0/sub"]
 NESTED_DIRS = ["d0/s", "big0/sub", "d1/e", "t/e", "d0/s/e"]
 NAMES = ["a", "b", "c", "e", "prog", "sh", "fifo", "null"]
 # Names of the starting tree (see populate) that ops pick often.
-START_FILES = ["d0/a", "d1/a", "t/a", "d0/prog", "d1/prog", "t/prog",
+START_FILES = ["d0/a", "d1/a", "t/a", "d0/g", "t/g", "d0/prog", "d1/prog", "t/prog",
                "d0/sh", "d1/sh", "d0/fifo", "d1/fifo", "d0/null",
                "big0/entry0000", "big0/entry0001", "big1/entry0002",
                "big1/entry0003"]
@@ -567,6 +567,10 @@ def populate(root):
     mk("d0/a", 0o604, 1002, 1100, data=b"secret of group 1100\n")
     mk("d1/a", 0o640, 1001, 1001, data=b"a of d1\n")
     mk("t/a", 0o666, 1003, 1003, data=b"t/a\n")
+    # group 1100 is the 70th supplementary group of "many": denied by
+    # d0/g's group bits although "other" may read; granted by t/g's
+    mk("d0/g", 0o604, 0, 1100, data=b"group 1100 may not read this\n")
+    mk("t/g", 0o640, 1001, 1100, data=b"group 1100 may read this\n")
     os.setxattr(os.path.join(root, "d0/a"), "user.a", b"start")
 
 
