@@ -15,7 +15,12 @@ targets, device numbers, hard-link groups, extended attributes and the
 mtimes that were set explicitly (those before 2017, so deterministic).
 At the end both images must pass e2fsck -fn.
 
-A difference is a failure unless DOCUMENTED_DIFFERENCES (below) lists it.
+A difference is a failure unless DOCUMENTED_DIFFERENCES or
+TREE_DIFFERENCES (below; --list-differences prints them with their
+reasons) lists it.  KNOWN_DEFECTS names the defects of issue 15 (and the
+ones this tool found) that a build may still have: a failure says which
+one it matches, and with --known-ok such a failure ends its sequence
+(counted) instead of failing the run.
 On failure the tool prints the seed and the failing operation, then
 reduces the sequence (delta debugging: replays subsets on fresh copies of
 the starting image) and prints the shortest sequence it found that still
@@ -82,7 +87,8 @@ DIRS = ["", "d0", "d1", "t", "d0/s", "big0", "big1", "big0/sub"]
 NESTED_DIRS = ["d0/s", "big0/sub", "d1/e", "t/e", "d0/s/e"]
 NAMES = ["a", "b", "c", "e", "prog", "sh", "fifo", "null"]
 # Names of the starting tree (see populate) that ops pick often.
-START_FILES = ["d0/a", "d1/a", "t/a", "d0/g", "t/g", "d0/prog", "d1/prog", "t/prog",
+START_FILES = ["d0/a", "d1/a", "t/a", "d0/g", "t/g",
+               "d0/prog", "d1/prog", "t/prog",
                "d0/sh", "d1/sh", "d0/fifo", "d1/fifo", "d0/null",
                "big0/entry0000", "big0/entry0001", "big1/entry0002",
                "big1/entry0003"]
