@@ -70,18 +70,19 @@ MOUNT_VARIANTS = {
 }
 
 # Callers: name -> (uid, gid, supplementary groups).  "many" has 70
-# supplementary groups and the interesting one (1100) is the last.
+# supplementary groups; the kernel keeps them sorted, and the interesting
+# one (1100, the group of some files) sorts last, 70th.
 USERS = {
     "root": (0, 0, []),
     "u1": (1001, 1001, []),
     "u2": (1002, 1002, [1001]),
     "u3": (1003, 1003, [1100, 1101]),
-    "many": (1004, 1004, list(range(3000, 3069)) + [1100]),
+    "many": (1004, 1004, list(range(1020, 1089)) + [1100]),
 }
 USER_WEIGHTS = [("root", 25), ("u1", 18), ("u2", 17), ("u3", 15),
                 ("many", 25)]
 UIDS = [0, 1001, 1002, 1003, 1004]
-GIDS = [0, 1001, 1002, 1003, 1100, 1101, 3005]
+GIDS = [0, 1001, 1002, 1003, 1100, 1101, 1030]
 
 DIRS = ["", "d0", "d1", "t", "d0/s", "big0", "big1", "big0/sub"]
 NESTED_DIRS = ["d0/s", "big0/sub", "d1/e", "t/e", "d0/s/e"]
