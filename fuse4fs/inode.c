@@ -629,25 +629,6 @@ static void apply_times(struct f4fs *f, struct ext2_inode_large *inode,
 		f4_set_time(f, inode, F4_CTIME, &now);
 }
 
-/*
- * chown(f, -1, -1) sets nothing but still drops setuid (and setgid where
- * chown(2) drops it).  The kernel makes that a mode change, which only the
- * owner or CAP_FOWNER may make: anyone else gets EPERM, even with write
- * permission.  Without default_permissions that check is ours.
- */
-static int chown_nop_perm(struct f4fs *f, struct f4_cred *cred,
-			  const struct ext2_inode_large *inode, int to_set)
-{
-	struct ext2_inode_large killed = *inode;
-
-	if ((to_set & ~(F4_SET_CTIME | F4_SET_KILL_SUIDGID)) ||
-	    LINUX_S_ISDIR(inode->i_mode) || !f4_self_checks(f) ||
-	    f4_capable(f, cred) || f4_is_owner(f, cred, inode))
-		return 0;
-	f4_kill_suid(f, cred, &killed);
-	return killed.i_mode != inode->i_mode ? -EPERM : 0;
-}
-
 int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	       const struct stat *attr, int to_set, struct f4_file *fh,
 	       struct stat *out)
@@ -665,9 +646,6 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (ret)
 		return ret;
 	ret = setattr_flags_check(&inode, to_set);
-	if (ret)
-		return ret;
-	ret = chown_nop_perm(f, cred, &inode, to_set);
 	if (ret)
 		return ret;
 
