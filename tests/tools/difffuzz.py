@@ -737,6 +737,20 @@ def run_sequence(ops, workdir, template, fs_variant, mount_variant,
     return n, fail
 
 
+def _paths(op):
+    return [a for a in op[2:] if isinstance(a, str) and a and
+            (a in START_FILES or "/" in a or a in NAMES or a in DIRS)]
+
+
+def _related(op, target):
+    """Does op name a path equal to, below or above one of target's?"""
+    for a in _paths(op):
+        for b in _paths(target):
+            if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+                return True
+    return False
+
+
 def reduce_ops(ops, fail, workdir, template, fs_variant, mount_variant,
                budget, log):
     """Delta debugging (ddmin) over ops[:fail.index + 1]: the smallest
@@ -755,12 +769,18 @@ def reduce_ops(ops, fail, workdir, template, fs_variant, mount_variant,
                             fsck=sig[0] == "fsck", stop_sig=sig)
         return f is not None
 
-    # Cheap first tries: the failing op alone, then the last few ops.
+    # Cheap first tries: the failing op alone, then the last few ops, then
+    # the ops that name one of the failing op's paths (or a path below or
+    # above one).
     if sig[0] == "op":
         for tail in (1, 2, 4, 8):
             if tail < len(cur) and fails(cur[-tail:]):
                 cur = cur[-tail:]
                 break
+        else:
+            near = [o for o in cur[:-1] if _related(o, cur[-1])] + cur[-1:]
+            if len(near) < len(cur) and fails(near):
+                cur = near
     n = 2
     while len(cur) >= 2 and time.monotonic() < deadline:
         chunk = (len(cur) + n - 1) // n
