@@ -100,16 +100,37 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
 void f4_free_options(struct f4_opts *opts);
 void f4_usage(const char *progname, int full);
 
+/* What a permission check asks for, as the kernel's MAY_* flags. */
+#define MAY_EXEC	1
+#define MAY_WRITE	2
+#define MAY_READ	4
+
+/* execve()'s open flag (the kernel's __FMODE_EXEC), passed on by FUSE */
+#define F4_FMODE_EXEC	040
+
+#define F4_NGROUPS	64		/* supplementary groups kept in a cred */
+#define F4_GROUPS_UNKNOWN (-2)		/* ngroups: they could not be read */
+
 /* Who is asking: the FUSE layer fills this from the request. */
 struct f4_cred {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
 	mode_t umask;
-	int ngroups;			/* -1 until groups are fetched */
-	gid_t groups[64];
+	/*
+	 * Supplementary groups: ngroups is -1 until they are fetched,
+	 * F4_GROUPS_UNKNOWN when they can't be read (the caller is in
+	 * another PID namespace, or gone), else how many are in groups[].
+	 * A caller with more than F4_NGROUPS has more_groups set, and
+	 * find_group() looks through the whole list.
+	 */
+	int ngroups;
+	int more_groups;
+	gid_t groups[F4_NGROUPS];
 	/* Fill in supplementary groups; called only when they matter. */
 	int (*get_groups)(struct f4_cred *cred);
+	/* 1: gid is one of the caller's groups, 0: not, <0: can't tell */
+	int (*find_group)(struct f4_cred *cred, gid_t gid);
 	void *req;			/* opaque, for get_groups */
 	/*
 	 * A write-back of the kernel's cached pages arrives as whoever made
@@ -124,6 +145,11 @@ struct f4_entry {
 	ext2_ino_t ino;
 	uint32_t generation;
 	struct stat attr;
+	/*
+	 * The name lives in a casefolded directory: the kernel's FUSE
+	 * dentries are case-sensitive, so it must not cache this one.
+	 */
+	int uncached_name;
 };
 
 /* The kernel's lookup counts (lookups.c): ino -> count, 8 bytes each. */
@@ -185,10 +211,17 @@ struct f4_dir {
 	uint32_t *index;		/* name hash -> ents slot + 1 */
 	size_t index_size;
 	int loaded;
+	int casefold;			/* names matched by casefold */
 };
 
 struct f4_orphan_file;
 struct f4_dindex;
+struct f4_quota;
+
+#define F4_USRQUOTA	0
+#define F4_GRPQUOTA	1
+#define F4_PRJQUOTA	2
+#define F4_MAXQUOTAS	3
 
 struct f4_error_note {
 	ext2_ino_t ino;
@@ -220,6 +253,9 @@ struct f4fs {
 	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
 	struct f4_orphan_file *ofile;	/* orphan.c */
 	ext2fs_block_bitmap freed;	/* freed since the last flush */
+	struct f4_quota *quota;		/* quota.c; NULL: no quota kept */
+	/* the inode f4_write_inode() is writing in full (quota.c) */
+	const struct ext2_inode_large *quota_full;
 	struct list_head dcache_lru;	/* directory name tables (dcache.c) */
 	size_t dcache_bytes, dcache_limit;
 	pthread_t flusher;
@@ -347,6 +383,7 @@ int f4_inode_has_extra(struct f4fs *f, const struct ext2_inode_large *inode,
 
 /* perm.c */
 int f4_in_group(struct f4_cred *cred, gid_t gid);
+int f4_group_member(struct f4_cred *cred, gid_t gid);
 int f4_check_perm(struct f4fs *f, struct f4_cred *cred,
 		  const struct ext2_inode_large *inode, ext2_ino_t ino,
 		  int mask);
@@ -359,10 +396,34 @@ int f4_capable(struct f4fs *f, const struct f4_cred *cred);
 int f4_check_sticky(struct f4fs *f, const struct f4_cred *cred,
 		    const struct ext2_inode_large *dir,
 		    const struct ext2_inode_large *victim);
+/* What f4_check_immutable() is asked about */
+#define F4_OP_WRITE	1		/* add data: append-only files allow it */
+#define F4_OP_UNLINK	2		/* remove or rename a name */
+#define F4_OP_ATTR	3		/* change xattrs */
+#define F4_OP_LINK	4		/* add a hard link */
+int f4_check_immutable(const struct ext2_inode_large *inode, int op);
 int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	      int mask);
 
 /* dir.c: directory entries */
+int f4_dir_casefolded(struct f4fs *f, ext2_ino_t dir);
+
+/* fscrypt.c: encrypted directories without the key */
+struct f4_nokey {
+	unsigned char raw[189];		/* the decoded no-key name */
+	int exact;			/* ct is the whole ciphertext */
+	const char *ct;
+	size_t ctlen;
+};
+int f4_is_encrypted(const struct ext2_inode_large *inode);
+size_t f4_nokey_len(size_t ctlen);
+void f4_nokey_encode(uint32_t hash, uint32_t minor, const char *ct,
+		     size_t ctlen, char *out, size_t *outlen);
+int f4_nokey_decode(const char *name, size_t len, struct f4_nokey *nk);
+int f4_nokey_match(const struct f4_nokey *nk, const char *de, size_t delen);
+int f4_htree_readdir_version(struct f4fs *f, ext2_ino_t dir,
+			     const struct ext2_inode_large *inode,
+			     int *version);
 int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		  size_t len, ext2_ino_t *ino, int *ftype);
 int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
@@ -464,6 +525,8 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode);
 int f4_check_name(const char *name, size_t *lenp);
+int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
+		     const struct ext2_inode_large *inode);
 
 /* alloc.c: where file data may go */
 int f4_alloc_init(struct f4fs *f);
@@ -488,6 +551,8 @@ int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
+int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, const struct f4_map *map);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
@@ -496,6 +561,8 @@ int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode);
 int f4_map_init(struct f4fs *f);
 void f4_map_free(struct f4fs *f);
 
@@ -545,12 +612,6 @@ int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	     unsigned int cmd, const void *in, size_t in_size, void *out,
 	     size_t *out_size);
-int f4_check_immutable(const struct ext2_inode_large *inode, int op);
-#define F4_OP_WRITE	1
-#define F4_OP_TRUNC	2
-#define F4_OP_UNLINK	3
-#define F4_OP_ATTR	4
-#define F4_OP_LINK	5
 
 /* orphan.c */
 int f4_orphan_add(struct f4fs *f, struct f4_inode *inode,
@@ -562,6 +623,23 @@ int f4_orphan_load(struct f4fs *f);
 int f4_orphan_release_all(struct f4fs *f);
 void f4_orphan_forget_all(struct f4fs *f);
 int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
+
+/* quota.c */
+int f4_quota_init(struct f4fs *f);
+void f4_quota_free(struct f4fs *f);
+int f4_quota_flush(struct f4fs *f);
+void f4_quota_statfs(struct f4fs *f, ext2_ino_t ino, struct statvfs *st);
+void f4_quota_inode_alloc(struct f4fs *f, ext2_ino_t ino, int delta);
+uint32_t f4_inode_projid(struct f4fs *f, const struct ext2_inode_large *inode);
+int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, blk64_t *len);
+int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode);
+int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
+			uint32_t gid, uint32_t prj);
+int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, uint32_t uid,
+			  uint32_t gid, uint32_t prj);
 
 /* partition.c */
 int f4_find_partition(const char *device, int number,

@@ -255,8 +255,11 @@ int f4_write_inode(struct f4fs *f, ext2_ino_t ino,
 {
 	errcode_t err;
 
+	/* the full inode, project ID included, for quota.c's watch */
+	f->quota_full = inode;
 	err = ext2fs_write_inode_full(f->fs, ino, (struct ext2_inode *)inode,
 				      sizeof(*inode));
+	f->quota_full = NULL;
 	if (err)
 		return f4_fs_error(f, ino, err, "writing inode");
 	f4_fs_dirty(f);
@@ -423,6 +426,10 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	st->st_uid = inode_uid(*inode);
 	st->st_gid = inode_gid(*inode);
 	st->st_size = EXT2_I_SIZE(inode);
+	/* an encrypted symlink's target reads as its no-key form */
+	if (LINUX_S_ISLNK(inode->i_mode) && f4_is_encrypted(inode) &&
+	    st->st_size > 2)
+		st->st_size = f4_nokey_len(st->st_size - 2);
 	st->st_blksize = f->blocksize;
 	st->st_blocks = ext2fs_get_stat_i_blocks(f->fs,
 						 (struct ext2_inode *)inode);
@@ -465,6 +472,7 @@ static int fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e,
 		return f4_corrupt(f, ino, "directory entry points to an "
 				  "unused inode");
 	e->ino = ino;
+	e->uncached_name = 0;
 	e->generation = kernel_gen(f, ino, inode.i_generation);
 	f4_inode_to_stat(f, ino, &inode, &e->attr);
 	return 0;
@@ -494,7 +502,7 @@ void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
 	if (!(inode->i_mode & LINUX_S_ISGID))
 		return;
 	if ((inode->i_mode & LINUX_S_IXGRP) ||
-	    (cred && f4_self_checks(f) && !f4_capable(f, cred) &&
+	    (cred && !f4_capable(f, cred) &&
 	     !f4_in_group(cred, inode_gid(*inode))))
 		inode->i_mode &= ~LINUX_S_ISGID;
 }
@@ -522,13 +530,47 @@ static int setattr_flags_check(const struct ext2_inode_large *inode,
 	return 0;
 }
 
-/* Does the new mode differ from the old only by cleared setuid/setgid? */
-static int only_drops_setid(const struct stat *attr,
-			    const struct ext2_inode_large *inode)
+/*
+ * Is this chmod the one the kernel sends on a writer's behalf, to drop
+ * setuid (and setgid, when group-executable) from a regular file it is
+ * about to write?  Exactly those bits, nothing else, on nothing else.
+ */
+static int is_writer_killpriv(struct f4fs *f, const struct stat *attr,
+			      const struct ext2_inode_large *inode, int to_set)
 {
-	mode_t old = inode->i_mode & 07777, new = attr->st_mode & 07777;
+	mode_t old = inode->i_mode & 07777, new = old & ~S_ISUID;
 
-	return !((old ^ new) & ~(S_ISUID | S_ISGID)) && !(new & ~old);
+	/*
+	 * chmod(2) sets a ctime too, and with the write-back cache the
+	 * kernel passes it on; its own killpriv sets none (except along
+	 * with a truncate's size).  Without the cache the two look alike:
+	 * a writer may then drop exactly what a write would have dropped.
+	 */
+	if (!LINUX_S_ISREG(inode->i_mode) ||
+	    (f->writeback && (to_set & F4_SET_CTIME) &&
+	     !(to_set & F4_SET_SIZE)))
+		return 0;
+	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		new &= ~S_ISGID;
+	return new != old && (attr->st_mode & 07777) == new;
+}
+
+/*
+ * Does this set every time it sets to "now" (utimensat(2) with UTIME_NOW
+ * or UTIME_OMIT only)?  With the write-back cache the kernel sends its
+ * own "now" as an explicit mtime, the same instant as the ctime it sends
+ * along; a caller who gives exactly that instant asks for nothing more.
+ */
+static int times_are_now(struct f4fs *f, const struct stat *attr,
+			 int to_set)
+{
+	if ((to_set & F4_SET_ATIME) && !(to_set & F4_SET_ATIME_NOW))
+		return 0;
+	if (!(to_set & F4_SET_MTIME) || (to_set & F4_SET_MTIME_NOW))
+		return 1;
+	return f->writeback && (to_set & F4_SET_CTIME) &&
+	       attr->st_mtim.tv_sec == attr->st_ctim.tv_sec &&
+	       attr->st_mtim.tv_nsec == attr->st_ctim.tv_nsec;
 }
 
 static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -540,16 +582,7 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 
 	if (!f4_self_checks(f) || f4_capable(f, cred))
 		return 0;
-	/*
-	 * libfuse 3.14 doesn't take on HANDLE_KILLPRIV, so the kernel clears
-	 * setuid/setgid for a writer by sending a chmod with the writer's
-	 * credentials.  Allow exactly that to anyone who may write the file:
-	 * a write would have cleared the same bits.
-	 */
-	if ((to_set & F4_SET_MODE) && !owner &&
-	    (!only_drops_setid(attr, inode) ||
-	     f4_check_perm(f, cred, inode, ino, 2)))
-		return -EPERM;
+	/* chown first: the kernel may send its killpriv chmod along */
 	if (to_set & F4_SET_UID) {
 		if (attr->st_uid != inode_uid(*inode) || !owner)
 			return -EPERM;
@@ -562,26 +595,36 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			return -EPERM;
 	}
 	if ((to_set & F4_SET_SIZE) && !fh) {
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
 	/*
-	 * Setting both times to "now" needs only write permission; any
-	 * other change of times needs ownership (utimensat(2)).  Times that
-	 * come with a size change are the truncate's own, and so are times
-	 * that come with a ctime: only the kernel's write-back cache sends
-	 * one, flushing the times of writes it has already allowed.
+	 * libfuse 3.14 doesn't take on HANDLE_KILLPRIV, so the kernel clears
+	 * setuid/setgid for a writer by sending a chmod with the writer's
+	 * credentials.  Allow exactly that to anyone who may write the file:
+	 * a write would have cleared the same bits.
+	 */
+	if ((to_set & F4_SET_MODE) && !owner) {
+		if (!is_writer_killpriv(f, attr, inode, to_set) ||
+		    f4_check_perm(f, cred, inode, ino, MAY_WRITE))
+			return -EPERM;
+	}
+	/*
+	 * Times that come with a size change are the truncate's own.  With
+	 * the kernel's write-back cache every time change comes with a
+	 * ctime, utimes(2) included; only the kernel flushing the times of
+	 * writes it has already allowed names an open file (fh) and sets no
+	 * atime.
 	 */
 	if ((to_set & (F4_SET_ATIME | F4_SET_MTIME)) && !owner &&
 	    !(to_set & F4_SET_SIZE) &&
-	    !(f->writeback && (to_set & F4_SET_CTIME))) {
-		int touch = (to_set & F4_SET_ATIME_NOW) &&
-			    (to_set & F4_SET_MTIME_NOW);
-
-		if (!touch)
+	    !(f->writeback && fh && (to_set & F4_SET_CTIME) &&
+	      !(to_set & F4_SET_ATIME))) {
+		/* Setting times to "now" needs only write permission */
+		if (!times_are_now(f, attr, to_set))
 			return -EPERM;
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
@@ -594,6 +637,13 @@ static void apply_owner(struct f4fs *f, struct f4_cred *cred,
 {
 	int changed = 0;
 
+	/*
+	 * chown drops setuid/setgid from non-directories, even for root;
+	 * whether setgid goes depends on the group the file had before.
+	 */
+	if ((to_set & (F4_SET_UID | F4_SET_GID)) &&
+	    !LINUX_S_ISDIR(inode->i_mode))
+		f4_kill_suid(f, cred, inode);
 	if ((to_set & F4_SET_UID) && attr->st_uid != inode_uid(*inode)) {
 		inode->i_uid = attr->st_uid;
 		ext2fs_set_i_uid_high(*inode, attr->st_uid >> 16);
@@ -604,10 +654,6 @@ static void apply_owner(struct f4fs *f, struct f4_cred *cred,
 		ext2fs_set_i_gid_high(*inode, attr->st_gid >> 16);
 		changed = 1;
 	}
-	/* chown drops setuid/setgid from non-directories, even for root */
-	if ((to_set & (F4_SET_UID | F4_SET_GID)) &&
-	    !LINUX_S_ISDIR(inode->i_mode))
-		f4_kill_suid(f, cred, inode);
 	(void)changed;
 }
 
@@ -648,6 +694,20 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = setattr_flags_check(&inode, to_set);
 	if (ret)
 		return ret;
+	/* Cutting an encrypted file needs the key (its last block) */
+	if ((to_set & F4_SET_SIZE) && LINUX_S_ISREG(inode.i_mode) &&
+	    f4_is_encrypted(&inode))
+		return -ENOKEY;
+	if (to_set & (F4_SET_UID | F4_SET_GID)) {
+		ret = f4_quota_may_transfer(f, cred, &inode,
+				(to_set & F4_SET_UID) ? attr->st_uid :
+							inode_uid(inode),
+				(to_set & F4_SET_GID) ? attr->st_gid :
+							inode_gid(inode),
+				f4_inode_projid(f, &inode));
+		if (ret)
+			return ret;
+	}
 
 	if (to_set & F4_SET_SIZE) {
 		if (LINUX_S_ISDIR(inode.i_mode))
@@ -676,8 +736,11 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (to_set & F4_SET_MODE) {
 		mode_t mode = attr->st_mode & 07777;
 
-		/* Only group members keep setgid, as chmod(2) says */
-		if (f4_self_checks(f) && !f4_capable(f, cred) &&
+		/*
+		 * Only group members keep setgid, as chmod(2) says (with
+		 * default_permissions the kernel has already seen to it).
+		 */
+		if (!f4_capable(f, cred) &&
 		    !f4_in_group(cred, inode_gid(inode)))
 			mode &= ~S_ISGID;
 		inode.i_mode = (inode.i_mode & LINUX_S_IFMT) | mode;

@@ -42,12 +42,42 @@ fuse_ino_t f4_nodeid_of(ext2_ino_t ino)
 	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ino;
 }
 
+/*
+ * The caller's supplementary groups, read by libfuse from /proc: the
+ * first F4_NGROUPS are kept.  A caller in another PID namespace comes with
+ * pid 0 and its groups can't be read: F4_GROUPS_UNKNOWN, and the checks
+ * then give no more than they would to a non-member.
+ */
 static int get_groups(struct f4_cred *cred)
 {
-	int n = fuse_req_getgroups(cred->req, 64, cred->groups);
+	int n = fuse_req_getgroups(cred->req, F4_NGROUPS, cred->groups);
 
-	cred->ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	if (n < 0 || !cred->pid) {
+		cred->ngroups = F4_GROUPS_UNKNOWN;
+		return 0;
+	}
+	cred->ngroups = n > F4_NGROUPS ? F4_NGROUPS : n;
+	cred->more_groups = n > F4_NGROUPS;
 	return 0;
+}
+
+/* For a caller with more groups than fit in the cred: read them all. */
+static int find_group(struct f4_cred *cred, gid_t gid)
+{
+	int size = fuse_req_getgroups(cred->req, 0, NULL), n, i, found = 0;
+	gid_t *list;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	list = calloc(size, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	n = fuse_req_getgroups(cred->req, size, list);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = list[i] == gid;
+	free(list);
+	return n < 0 ? n : found;
 }
 
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
@@ -59,23 +89,23 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->pid = ctx->pid;
 	cred->umask = ctx->umask;
 	cred->ngroups = -1;
+	cred->more_groups = 0;
 	cred->get_groups = get_groups;
+	cred->find_group = find_group;
 	cred->req = req;
 	cred->writeback = 0;
 	cred->may_reserve = 0;
 }
 
 /*
- * How long the kernel may trust a name.  When fuse4fs checks permissions
- * itself and other users share the mount, every path walk must come back
- * here: the kernel doesn't check search permission on cached names for a
- * FUSE file system without default_permissions.
+ * How long the kernel may trust a name: as long as it likes.  Other users
+ * can only reach a mount where the kernel checks permissions (allow_other
+ * and allow_root imply default_permissions), and the kernel checks search
+ * permission on cached names itself there.
  */
 static double entry_timeout(const struct f4fs *f)
 {
-	if (f4_self_checks((struct f4fs *)f) &&
-	    (f->opts->allow_other || f->opts->allow_root))
-		return 0;
+	(void)f;
 	return CACHE_TIMEOUT;
 }
 
@@ -87,7 +117,13 @@ static void fill_param(const struct f4fs *f, const struct f4_entry *e,
 	ep->generation = e->generation;
 	ep->attr = e->attr;
 	ep->attr_timeout = CACHE_TIMEOUT;
-	ep->entry_timeout = entry_timeout(f);
+	/*
+	 * Except in casefolded directories: the kernel's FUSE dentries are
+	 * case-sensitive, so a cached "ABC" would outlive an unlink through
+	 * "abc".  There every use of a name asks fuse4fs again (a lookup
+	 * per path component, answered from the directory's hashed leaf).
+	 */
+	ep->entry_timeout = e->uncached_name ? 0 : entry_timeout(f);
 }
 
 /* Reply with a new entry; if the kernel never gets it, undo the ref. */
@@ -131,6 +167,25 @@ static void inval_inode(struct f4fs *f, ext2_ino_t ino)
 		       "changed: %s", ino, strerror(-ret));
 }
 
+/*
+ * Drop the kernel's dentry for name in dir (a casefolded directory's name
+ * that a reply couldn't mark uncached).  Never while the kernel may be
+ * waiting on a reply that needs dir's lock.
+ */
+static void inval_entry(struct f4fs *f, ext2_ino_t dir, const char *name)
+{
+	int ret;
+
+	if (!f->fuse_priv)
+		return;
+	ret = fuse_lowlevel_notify_inval_entry(f->fuse_priv,
+					       f4_nodeid_of(dir), name,
+					       strlen(name));
+	if (ret && ret != -ENOENT)
+		f4_log(LOG_DEBUG, "directory %u: dropping the kernel's entry "
+		       "for a name: %s", dir, strerror(-ret));
+}
+
 /* Let the core reach the kernel's caches through se (NULL: no more). */
 void f4_ops_attach(struct f4fs *f, struct fuse_session *se)
 {
@@ -160,8 +215,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 				       FUSE_CAP_CACHE_SYMLINKS);
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
-	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+	/*
+	 * With POSIX ACLs the kernel checks permissions itself, as with
+	 * default_permissions (and enforces the ACLs, which it caches):
+	 * checking again here could only disagree.
+	 */
+	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->opts->default_permissions = 1;
+	}
 	/*
 	 * -o writeback_cache: the kernel's page cache may hold writes back
 	 * (the way ext4's delayed allocation does), so small random writes
@@ -221,9 +283,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	f4_cred_of(req, &cred);
 	f4_lock(f);
+	e.uncached_name = 0;
 	ret = f4_lookup(f, &cred, f4_ino_of(parent), name, &e);
 	f4_unlock(f);
-	if (ret == -ENOENT) {
+	/* A cached absence of "abc" would hide a later "ABC" */
+	if (ret == -ENOENT && !e.uncached_name) {
 		/* Nobody else changes the image: absence can be cached too */
 		struct fuse_entry_param ep;
 
@@ -357,14 +421,26 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct f4fs *f = fs_of(req);
 	struct f4_cred cred;
-	int ret;
+	int ret, cf_old, cf_new;
 
 	f4_cred_of(req, &cred);
 	f4_lock(f);
 	ret = f4_rename(f, &cred, f4_ino_of(parent), name,
 			f4_ino_of(newparent), newname, flags);
+	cf_old = !ret && f4_dir_casefolded(f, f4_ino_of(parent));
+	cf_new = !ret && f4_dir_casefolded(f, f4_ino_of(newparent));
 	f4_unlock(f);
 	reply_err(req, ret);
+	/*
+	 * The kernel moves the source's dentry, timeout and all, to the new
+	 * name: in a casefolded directory it must not stay cached (see
+	 * fill_param).  Only after the reply: the kernel holds the
+	 * directories locked until the rename is answered.
+	 */
+	if (cf_new)
+		inval_entry(f, f4_ino_of(newparent), newname);
+	if (cf_old && (flags & F4_RENAME_EXCHANGE))
+		inval_entry(f, f4_ino_of(parent), name);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -464,6 +540,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	f4_lock(f);
 	f4_statfs(f, &st);
+	f4_quota_statfs(f, f4_ino_of(ino), &st);
 	f4_unlock(f);
 	fuse_reply_statfs(req, &st);
 }
@@ -796,6 +873,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 				if (ret)
 					break;
 			}
+			e.uncached_name = d->casefold;
 			fill_param(f, &e, &ep);
 			if (bare)
 				ep.ino = 0;

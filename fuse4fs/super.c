@@ -40,8 +40,6 @@ static const struct feature_name {
 	{ 2, EXT4_FEATURE_RO_COMPAT_REPLICA, "replica" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_READONLY, "read-only" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS, "shared_blocks" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_QUOTA, "quota" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_PROJECT, "project" },
 };
 
 static void feature_list(int kind, unsigned int mask, char *buf, size_t len)
@@ -117,9 +115,14 @@ void f4_fs_dirty(struct f4fs *f)
 int f4_fs_flush(struct f4fs *f)
 {
 	errcode_t err;
+	int ret;
 
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
+	/* quota records first: they count the metadata written below */
+	ret = f4_quota_flush(f);
+	if (ret)
+		return ret;
 	err = ext2fs_flush2(f->fs, 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
@@ -258,14 +261,53 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 
 /* ---- opening -------------------------------------------------------- */
 
+/*
+ * The bytes the file system may span from its start: its partition, or
+ * the device (image) past the offset.  Known from the command line and
+ * the device alone, before anything on the image is trusted; no write may
+ * leave this range, whatever the image (or its journal) says.  0 if the
+ * device's size can't be found.
+ */
+static unsigned long long region_bytes(struct f4_opts *opts)
+{
+	blk64_t dev = 0;
+	unsigned long long bytes;
+
+	if (ext2fs_get_device_size2(opts->device, 1, &dev) || !dev)
+		return opts->size_limit;
+	bytes = dev > opts->offset ? dev - opts->offset : 0;
+	if (opts->size_limit && opts->size_limit < bytes)
+		bytes = opts->size_limit;
+	return bytes;
+}
+
 static char io_options[64];
 
+/* For libext2fs's own I/O managers (the journal replay). */
 static const char *make_io_options(struct f4_opts *opts)
 {
 	if (!opts->offset)
 		return NULL;
 	snprintf(io_options, sizeof(io_options), "offset=%llu", opts->offset);
 	return io_options;
+}
+
+static char f4_io_options[96];
+
+/* For fuse4fs's block cache: the offset and the end of the byte range. */
+static const char *make_f4_io_options(struct f4_opts *opts)
+{
+	unsigned long long end = region_bytes(opts);
+
+	if (end)
+		snprintf(f4_io_options, sizeof(f4_io_options),
+			 "offset=%llu&end=%llu", opts->offset, end);
+	else if (opts->offset)
+		snprintf(f4_io_options, sizeof(f4_io_options), "offset=%llu",
+			 opts->offset);
+	else
+		return NULL;
+	return f4_io_options;
 }
 
 static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
@@ -325,31 +367,69 @@ static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
 static int readonly_features(struct ext2_super_block *sb, char *names,
 			     size_t size)
 {
-	unsigned int incompat, ro_compat;
-	size_t l;
+	unsigned int ro_compat;
 
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
 	ro_compat |= sb->s_feature_ro_compat &
 		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
 		      EXT4_FEATURE_RO_COMPAT_READONLY |
-		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
-		      EXT4_FEATURE_RO_COMPAT_QUOTA |
-		      EXT4_FEATURE_RO_COMPAT_PROJECT);
-	incompat = sb->s_feature_incompat &
-		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
-		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
-	if (!ro_compat && !incompat)
+		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
+	if (!ro_compat)
 		return 0;
 	feature_list(2, ro_compat, names, size);
-	if (incompat) {
-		l = strlen(names);
-		feature_list(1, incompat, names + l + (l ? 2 : 0),
-			     size - l - 2);
-		if (l)
-			memcpy(names + l, ", ", 2);
-	}
 	return 1;
+}
+
+/*
+ * Casefolding is decoded when libext2fs knows the encoding (it loaded the
+ * table at open) and every encoding flag: an unknown flag could change
+ * what names match, so such a file system is refused like the kernel
+ * refuses it.
+ */
+static int casefold_decoded(ext2_filsys fs)
+{
+	struct ext2_super_block *sb = fs->super;
+
+	return fs->encoding &&
+	       !(sb->s_encoding_flags & ~EXT4_ENC_STRICT_MODE_FL);
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode: even a
+ * read-only mount would serve wrong results (ciphertext names and data,
+ * case-insensitive lookups that fail), so no mount at all.
+ */
+static int undecoded_features(ext2_filsys fs, char *names, size_t size)
+{
+	struct ext2_super_block *sb = fs->super;
+	unsigned int incompat;
+
+	incompat = 0;
+	if (ext2fs_has_feature_casefold(sb) && !casefold_decoded(fs))
+		incompat |= EXT4_FEATURE_INCOMPAT_CASEFOLD;
+	/*
+	 * Encrypted and casefolded directories keep their hashes in the
+	 * entries (the names can't be folded without the key): not decoded.
+	 */
+	if (ext2fs_has_feature_casefold(sb) &&
+	    ext2fs_has_feature_encrypt(sb))
+		incompat |= EXT4_FEATURE_INCOMPAT_ENCRYPT |
+			    EXT4_FEATURE_INCOMPAT_CASEFOLD;
+	if (!incompat)
+		return 0;
+	feature_list(1, incompat, names, size);
+	return 1;
+}
+
+/*
+ * e2fsck charges a file's quota for the values it keeps in EA inodes;
+ * quota.c counts only i_blocks, so it can't keep that combination exact.
+ */
+static int quota_needs_ro(struct ext2_super_block *sb)
+{
+	return ext2fs_has_feature_quota(sb) &&
+	       ext2fs_has_feature_ea_inode(sb);
 }
 
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
@@ -368,10 +448,26 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		       "not support: %s", opts->device, names);
 		return -EOPNOTSUPP;
 	}
+	if (undecoded_features(fs, names, sizeof(names))) {
+		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
+		       "cannot decode yet: %s%s; not mounted, not even "
+		       "read-only (names or contents would come out wrong)",
+		       opts->device, names,
+		       ext2fs_has_feature_encrypt(sb) ?
+		       " (encrypt together with casefold)" :
+		       " (casefold: unknown encoding or encoding flags)");
+		return -EOPNOTSUPP;
+	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
+		return -EROFS;
+	}
+	if (*rw && quota_needs_ro(sb)) {
+		f4_log(LOG_ERR, "%s: fuse4fs can only read file systems with "
+		       "both quota and ea_inode (it does not charge values in "
+		       "EA inodes to quota); mount with -o ro", opts->device);
 		return -EROFS;
 	}
 	return 0;
@@ -436,7 +532,8 @@ static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
 		return 0;
 	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
 		return 0;
-	return !readonly_features(sb, names, sizeof(names));
+	return !readonly_features(sb, names, sizeof(names)) &&
+	       !quota_needs_ro(sb);
 }
 
 /* Free the orphans in a short read-write session of their own. */
@@ -473,8 +570,8 @@ static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 		flags |= EXT2_FLAG_RW;
 	if (force)
 		flags |= EXT2_FLAG_FORCE | EXT2_FLAG_SKIP_MMP;
-	return ext2fs_open2(opts->device, make_io_options(opts), flags, 0, 0,
-			    f4_io_manager, fsp);
+	return ext2fs_open2(opts->device, make_f4_io_options(opts), flags, 0,
+			    0, f4_io_manager, fsp);
 }
 
 /* Is the device itself writable?  A read-only image falls back to ro. */
@@ -594,7 +691,7 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 		       "replaying", opts->device);
 		return -EROFS;
 	}
-	ret = f4_journal_check(fs, why, sizeof(why));
+	ret = f4_journal_check(fs, region_bytes(opts), why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: cannot replay the journal: %s",
 		       opts->device, why);
@@ -605,8 +702,9 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 	f4_log(LOG_NOTICE, "%s: recovering journal", opts->device);
 	memset(&rep, 0, sizeof(rep));
-	ret = f4_journal_recover(opts->device, make_io_options(opts), &rep,
-				 log_journal, opts->device, why, sizeof(why));
+	ret = f4_journal_recover(opts->device, make_io_options(opts),
+				 region_bytes(opts), &rep, log_journal,
+				 opts->device, why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: journal recovery failed: %s",
 		       opts->device, why);
@@ -627,17 +725,10 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 static int check_size(struct f4_opts *opts, ext2_filsys fs)
 {
-	blk64_t dev_blocks = 0;
-	errcode_t err;
+	blk64_t dev_blocks = region_bytes(opts) / fs->blocksize;
 
-	err = ext2fs_get_device_size2(opts->device, fs->blocksize,
-				      &dev_blocks);
-	if (err || !dev_blocks)
+	if (!dev_blocks)
 		return 0;
-	if (opts->offset)
-		dev_blocks -= opts->offset / fs->blocksize;
-	if (opts->size_limit && opts->size_limit / fs->blocksize < dev_blocks)
-		dev_blocks = opts->size_limit / fs->blocksize;
 	if (ext2fs_blocks_count(fs->super) > dev_blocks) {
 		f4_log(LOG_ERR, "%s: file system is %llu blocks but the "
 		       "device holds only %llu: image truncated?",
@@ -844,6 +935,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		goto fail;
 	cache_ready = 1;
 	if (rw) {
+		ret = f4_quota_init(f);
+		if (ret)
+			goto fail;
 		ret = mark_mounted(f);
 		if (ret)
 			goto fail;
@@ -855,6 +949,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	f4_quota_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
 		f4_inode_destroy_cache(f);
@@ -878,6 +973,7 @@ int f4_fs_close(struct f4fs *f)
 		return 0;
 	sb = f->fs->super;
 	if (f->shutdown) {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
@@ -885,6 +981,9 @@ int f4_fs_close(struct f4fs *f)
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
+		if (!f->forced_ro && f4_quota_flush(f) && !ret)
+			ret = -EIO;
+		f4_quota_free(f);
 		/*
 		 * Lifetime writes, counted once: ext2fs_close2() adds what
 		 * get_stats reports too, but only to a counter already in
@@ -908,6 +1007,7 @@ int f4_fs_close(struct f4fs *f)
 			ret = f4_errno(err);
 		}
 	} else {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		ext2fs_free(f->fs);
 	}
