@@ -74,6 +74,7 @@ MOUNT_FIXTURES = ("fs", "fs_unmounted", "kernel_ext4", "fs_factory", "driver")
 # something takes, or change state every mount sees.
 SERIAL_TESTS = (
     "test_kernel_sync.py",                       # writes vm/drop_caches
+    "test_names_regress.py::test_dir_handle_below_hashed_dir",  # the same
     "test_session.py::test_idle_mount_sleeps",   # CPU time of an idle daemon
     "test_crash.py",                             # mount gone within 5 s
     "test_damage.py::test_errors_panic",         # ls answers within 5 s
