@@ -242,9 +242,7 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 	 * reserve on extent file systems, so that extent tree blocks can
 	 * still be allocated when users have filled the file system.
 	 */
-	if (ext2fs_has_feature_extents(sb))
-		reserved += ext2fs_blocks_count(sb) / 50 < 4096 ?
-			    ext2fs_blocks_count(sb) / 50 : 4096;
+	reserved += f4_alloc_ext4_reserve(fs);
 	st->f_bfree = free;
 	st->f_bavail = free > reserved ? free - reserved : 0;
 	st->f_files = sb->s_inodes_count;
@@ -372,8 +370,7 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
 	ro_compat |= sb->s_feature_ro_compat &
-		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
-		      EXT4_FEATURE_RO_COMPAT_READONLY |
+		     (EXT4_FEATURE_RO_COMPAT_READONLY |
 		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
 	if (!ro_compat)
 		return 0;
@@ -422,16 +419,6 @@ static int undecoded_features(ext2_filsys fs, char *names, size_t size)
 	return 1;
 }
 
-/*
- * e2fsck charges a file's quota for the values it keeps in EA inodes;
- * quota.c counts only i_blocks, so it can't keep that combination exact.
- */
-static int quota_needs_ro(struct ext2_super_block *sb)
-{
-	return ext2fs_has_feature_quota(sb) &&
-	       ext2fs_has_feature_ea_inode(sb);
-}
-
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 {
 	struct ext2_super_block *sb = fs->super;
@@ -462,12 +449,6 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
-		return -EROFS;
-	}
-	if (*rw && quota_needs_ro(sb)) {
-		f4_log(LOG_ERR, "%s: fuse4fs can only read file systems with "
-		       "both quota and ea_inode (it does not charge values in "
-		       "EA inodes to quota); mount with -o ro", opts->device);
 		return -EROFS;
 	}
 	return 0;
@@ -532,8 +513,7 @@ static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
 		return 0;
 	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
 		return 0;
-	return !readonly_features(sb, names, sizeof(names)) &&
-	       !quota_needs_ro(sb);
+	return !readonly_features(sb, names, sizeof(names));
 }
 
 /* Free the orphans in a short read-write session of their own. */
