@@ -8,7 +8,7 @@
 # just that.
 # Safe to run again: it rebuilds what changed, keeps an existing demo image,
 # and says so if the demo is already mounted.  Then run the tests with
-# "make check" (what CI runs).
+# "make check" (what CI runs; python3-pytest-xdist runs it in parallel).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")"
@@ -18,7 +18,7 @@ top=$(pwd)
 PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libfuse3-dev fuse3 libext2fs-dev comerr-dev uuid-dev
-	e2fsprogs python3-pytest attr acl fuse2fs fio quota
+	e2fsprogs python3-pytest python3-pytest-xdist attr acl fuse2fs fio quota
 	util-linux fdisk gdisk procps man-db groff-base gcovr
 )
 

@@ -40,6 +40,18 @@ Markers:
   mkfs_opts(*args)    extra mke2fs arguments
   fuse_only           deselected with F4_DRIVER=kernel
   timeout(seconds)    per-test watchdog
+  serial              run alone, not beside other tests (make check runs
+                      these in a second, serial pass after the parallel
+                      one): tests that measure CPU time or how fast
+                      something happens, or drop the kernel's caches.
+                      SERIAL_TESTS below adds it.
+
+Parallel runs: `make check` runs the suite with pytest-xdist
+(-n PYTEST_JOBS --dist loadgroup -m "not serial", then -m serial alone).
+Every worker has its own session directory (F4_TMPDIR/f4test-*), its own
+mount points and images, and loop devices are taken with losetup -f, so
+tests don't collide.  XDIST_GROUPS below keeps tests that share an
+expensive module-scoped fixture or a build directory on one worker.
 """
 
 import faulthandler
@@ -57,6 +69,37 @@ import f4test  # noqa: E402
 # Tests using these need root and the driver's binary.
 MOUNT_FIXTURES = ("fs", "fs_unmounted", "kernel_ext4", "fs_factory", "driver")
 
+# Tests (file, or file::function) that must not share the machine with
+# other tests: they measure the daemon's CPU time, bound how long
+# something takes, or change state every mount sees.
+SERIAL_TESTS = (
+    "test_kernel_sync.py",                       # writes vm/drop_caches
+    "test_names_regress.py::test_dir_handle_below_hashed_dir",  # the same
+    "test_session.py::test_idle_mount_sleeps",   # CPU time of an idle daemon
+    "test_crash.py",                             # mount gone within 5 s
+    "test_damage.py::test_errors_panic",         # ls answers within 5 s
+)
+
+# xdist groups: tests that share an expensive module-scoped fixture or
+# build into the source tree run on one worker.
+XDIST_GROUPS = {
+    "test_fuzz.py": "fuzz",                      # builds fuzz/ (clang)
+    "test_packaging.py": "packaging",            # make install in the tree
+    "test_orphans.py::test_walk_200k_files_memory_bounded": "bigtree",
+    "test_orphans.py::test_block_cache_honours_cache_size": "bigtree",
+    "test_journal_replay.py": "journal_replay",  # ASan build of f4replay
+    "test_badargs.py": "badargs",                # shared bad images
+}
+
+
+def _table_match(item, table):
+    base = os.path.basename(str(item.fspath))
+    func = getattr(item, "originalname", None) or item.name
+    for key in ("%s::%s" % (base, func), base):
+        if key in table:
+            return table[key] if isinstance(table, dict) else key
+    return None
+
 _session = {"base": None, "live": []}
 
 
@@ -70,7 +113,8 @@ def pytest_configure(config):
               "mkfs_opts(*args): extra mke2fs arguments",
               "fuse_only: only meaningful for FUSE drivers; deselected for "
               "F4_DRIVER=kernel",
-              "timeout(seconds): per-test watchdog"):
+              "timeout(seconds): per-test watchdog",
+              "serial: run alone, in make check's serial pass"):
         config.addinivalue_line("markers", m)
 
 
@@ -113,7 +157,15 @@ def _item_variant(item):
     return cs.params.get("variant") if cs else None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
+    # Before -m selects and before xdist reads the groups.
+    for item in items:
+        if _table_match(item, SERIAL_TESTS):
+            item.add_marker(pytest.mark.serial)
+        group = _table_match(item, XDIST_GROUPS)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     drv = os.environ.get("F4_DRIVER", "fuse4fs")
     if drv not in f4test.DRIVERS:
         raise pytest.UsageError("F4_DRIVER=%r: must be one of %s" % (

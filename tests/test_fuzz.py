@@ -3,7 +3,8 @@
 regression input, and fuzz from the seed corpus for a while.
 
 Environment:
-  F4_FUZZ_SECONDS  how long test_fuzz_from_seeds fuzzes (default 300)
+  F4_FUZZ_SECONDS  how long test_fuzz_from_seeds fuzzes (default 60;
+                   make check-long fuzzes longer)
   F4_FUZZ_KEEP     a directory to copy a failing run's log and input to
                    (default: the pytest tmp_path, printed on failure)
 
@@ -185,7 +186,7 @@ def _stats(log):
 def test_fuzz_from_seeds(binaries, seed_dir, tmp_path):
     """Fuzz for F4_FUZZ_SECONDS from the seeds: no crash, leak, timeout,
     sanitizer report or out-of-memory."""
-    seconds = int(os.environ.get("F4_FUZZ_SECONDS", "300"))
+    seconds = int(os.environ.get("F4_FUZZ_SECONDS", "60"))
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     artifacts = tmp_path / "artifacts"
