@@ -937,6 +937,7 @@ off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence)
 
 int f4_fsync(struct f4fs *f, ext2_ino_t ino, int datasync)
 {
+	/* journaled: returns once the commit holding everything is durable */
 	return f4_fs_flush(f);
 }
 
@@ -998,7 +999,7 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 	if (!minblocks)
 		minblocks = 1;
 	for (blk = first; blk <= last; blk = next) {
-		blk64_t free_start, free_end;
+		blk64_t free_start, free_end, held;
 
 		err = ext2fs_find_first_zero_block_bitmap2(fs->block_map, blk,
 							   last, &free_start);
@@ -1010,6 +1011,12 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		if (err)
 			free_end = last + 1;
 		next = free_end;
+		/* freed but not yet committed for good: keep their contents */
+		if (f->freed && !ext2fs_find_first_set_block_bitmap2(f->freed,
+				free_start, free_end - 1, &held)) {
+			free_end = held;
+			next = held + 1;
+		}
 		if (free_end - free_start < minblocks)
 			continue;
 		err = io_channel_discard(fs->io, free_start,

@@ -68,8 +68,11 @@ void f4_lock(struct f4fs *f)
 	pthread_mutex_lock(&f->lock);
 }
 
+/* An operation ended: the place where a transaction may commit. */
 void f4_unlock(struct f4fs *f)
 {
+	if (f->txn)
+		f4_txn_maybe_commit(f);
 	pthread_mutex_unlock(&f->lock);
 }
 
@@ -80,19 +83,28 @@ void f4_fs_dirty(struct f4fs *f)
 
 /*
  * Write out everything: superblock, group descriptors, bitmaps, and the
- * block cache, then ask the device to make it durable.
+ * block cache, then ask the device to make it durable.  Journaling, that
+ * is a commit (txn.c): durable when this returns.
  */
 int f4_fs_flush(struct f4fs *f)
 {
 	errcode_t err;
+	int ret;
 
+	if (f->shutdown)
+		return -EIO;
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
-	err = ext2fs_flush2(f->fs, 0);
+	err = ext2fs_flush2(f->fs, f->txn ? EXT2_FLAG_FLUSH_NO_SYNC : 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
 		       error_message(err));
 		return f4_errno(err);
+	}
+	if (f->txn) {
+		ret = f4_txn_commit(f, 1);
+		if (ret)
+			return ret;
 	}
 	f->dirty = 0;
 	f->last_flush = time(NULL);
@@ -670,7 +682,9 @@ static int mark_mounted(struct f4fs *f)
 	f->mount_state = sb->s_state;
 	if (f->orphans_only)
 		return 0;		/* a read-only mount's orphan cleanup */
-	sb->s_state &= ~EXT2_VALID_FS;
+	/* Journaled, needs_recovery says it (and a replay makes it clean) */
+	if (!f->txn)
+		sb->s_state &= ~EXT2_VALID_FS;
 	sb->s_mnt_count++;
 	sb->s_mtime = now;
 	sb->s_mtime_hi = (uint64_t)now >> 32;
@@ -812,6 +826,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		goto fail;
 	cache_ready = 1;
 	if (rw) {
+		ret = f4_txn_start(f);
+		if (ret)
+			goto fail;
 		ret = mark_mounted(f);
 		if (ret)
 			goto fail;
@@ -823,6 +840,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	f4_txn_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
 		f4_inode_destroy_cache(f);
@@ -846,8 +864,9 @@ int f4_fs_close(struct f4fs *f)
 		return 0;
 	sb = f->fs->super;
 	if (f->shutdown) {
+		f4_txn_free(f);
 		f4_alloc_free(f);
-		/* errors=panic: the error is on disk; write nothing more */
+		/* errors=panic or shut down: write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
 		io_stats stats = NULL;
@@ -866,8 +885,19 @@ int f4_fs_close(struct f4fs *f)
 		if (f->mount_state & EXT2_VALID_FS)
 			sb->s_state |= EXT2_VALID_FS;
 		ext2fs_mark_super_dirty(f->fs);
+		if (f->txn) {
+			/* last commit, checkpoint, empty journal */
+			int tret = f4_fs_flush(f);
+
+			if (!tret)
+				tret = f4_txn_finish(f);
+			else
+				f4_txn_free(f);
+			if (tret && !ret)
+				ret = tret;
+		}
 		f4_alloc_free(f);
-		err = ext2fs_close2(f->fs, 0);
+		err = f->shutdown ? EXT2_ET_RO_FILSYS : ext2fs_close2(f->fs, 0);
 		if (err) {
 			f4_log(LOG_ERR, "%s: writing the file system at "
 			       "unmount: %s", f->opts->device,
