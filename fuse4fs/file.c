@@ -993,6 +993,16 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return -EINVAL;
 	if (first < fs->super->s_first_data_block)
 		first = fs->super->s_first_data_block;
+	/*
+	 * Blocks freed since the last commit may still be needed after a
+	 * crash: make the frees durable first (journaled, the second commit
+	 * moves the journal past the first), then trim what is free for good.
+	 */
+	ret = f4_fs_flush(f);
+	if (!ret && f->txn)
+		ret = f4_fs_flush(f);
+	if (ret)
+		return ret;
 	last = ext2fs_blocks_count(fs->super) - 1;
 	if (len / f->blocksize < last - first + 1)
 		last = first + len / f->blocksize - 1;

@@ -202,7 +202,8 @@ struct f4fs {
 	int forced_ro;			/* errors=remount-ro fired */
 	int orphans_only;		/* a session to clean orphans, no more */
 	int writeback;			/* the kernel caches writes (ops.c) */
-	int shutdown;			/* errors=panic fired */
+	int shutdown;			/* errors=panic fired, or shut down */
+	int shutdown_asked;		/* by EXT4_IOC_SHUTDOWN: not an error */
 	unsigned int blocksize;
 	unsigned int inode_size;
 	struct cache inodes;		/* struct f4_inode records */

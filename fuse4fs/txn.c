@@ -803,6 +803,7 @@ int f4_shutdown(struct f4fs *f, const struct f4_cred *cred, uint32_t flags)
 	f4_txn_abort(f);
 	f4_io_stop_writes(f->fs->io);
 	f->shutdown = 1;
+	f->shutdown_asked = 1;
 	f->ro = 1;
 	return ret;
 }
