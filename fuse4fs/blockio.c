@@ -675,10 +675,17 @@ static errcode_t write_one(struct f4_io *io, unsigned long long block,
 	struct f4_blk *b;
 	int ret = 0;
 
-	n = cache_get(&io->cache, block, CACHE_GET_INCORE, NULL);
+	/*
+	 * Journaling: compare with what is there (reading it if need be),
+	 * so that blocks rewritten unchanged (group descriptors, bitmaps of
+	 * untouched groups) are not logged.
+	 */
+	if (io->journaling)
+		fill.src = NULL;
+	n = cache_get(&io->cache, block, io->journaling ? 0 : CACHE_GET_INCORE,
+		      io->journaling ? &fill : NULL);
 	if (n) {
 		b = container_of(n, struct f4_blk, cnode);
-		/* Unchanged (group descriptors, bitmaps): nothing to log */
 		if (io->journaling && b->txn_idx < 0 &&
 		    !memcmp(b->data, buf, io->block_size)) {
 			cache_put(&io->cache, n);
@@ -686,6 +693,9 @@ static errcode_t write_one(struct f4_io *io, unsigned long long block,
 		}
 		memcpy(b->data, buf, io->block_size);
 	} else {
+		if (io->journaling)
+			return fill.err ? fill.err : EXT2_ET_NO_MEMORY;
+		fill.src = buf;
 		n = cache_get(&io->cache, block, 0, &fill);
 		if (!n)
 			return fill.err ? fill.err : EXT2_ET_NO_MEMORY;
@@ -1074,6 +1084,12 @@ void f4_io_journal_end(io_channel chan)
 {
 	if (is_ours(chan))
 		chan_io(chan)->journaling = 0;
+}
+
+/* Blocks the cache is meant to hold. */
+size_t f4_io_cache_blocks(io_channel chan)
+{
+	return is_ours(chan) ? cache_blocks(chan_io(chan)) : 0;
 }
 
 size_t f4_io_txn_blocks(io_channel chan)

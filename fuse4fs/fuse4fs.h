@@ -298,6 +298,7 @@ int f4_io_journal_begin(io_channel io, size_t limit,
 			void (*overflow)(void *arg), void *arg);
 void f4_io_journal_end(io_channel io);
 size_t f4_io_txn_blocks(io_channel io);
+size_t f4_io_cache_blocks(io_channel io);
 int f4_io_txn_list(io_channel io, struct f4_io_blk **list, size_t *n,
 		   unsigned long long **revoke, size_t *nrevoke, int *lost);
 void f4_io_txn_done(io_channel io, const struct f4_io_blk *list, size_t n,

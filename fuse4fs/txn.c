@@ -385,7 +385,10 @@ int f4_txn_start(struct f4fs *f)
 		return 0;
 	}
 	t->head = t->first;
+	/* a quarter of the journal, or what the cache is meant to hold */
 	t->soft_limit = (t->last - t->first) / 4;
+	if (t->soft_limit > f4_io_cache_blocks(t->io) / 2)
+		t->soft_limit = f4_io_cache_blocks(t->io) / 2;
 	t->hard_limit = (t->last - t->first) * 3 / 8;
 
 	/* needs_recovery, durable before anything is logged */
@@ -398,7 +401,7 @@ int f4_txn_start(struct f4fs *f)
 	if (ret)
 		goto fail;
 	f->txn = t;
-	f4_log(LOG_INFO, "%s: journaling to inode %u (%u blocks, %s)",
+	f4_log(LOG_DEBUG, "%s: journaling to inode %u (%u blocks, %s)",
 	       f->opts->device, fs->super->s_journal_inum,
 	       t->last - t->first, t->csum3 ? "checksum v3" :
 	       t->csum ? "checksum v2" : "no checksums");
