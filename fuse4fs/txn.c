@@ -290,6 +290,9 @@ static const char *check_jsb(struct f4_txn *t)
 	t->csum = !!(t->incompat & (JBD2_INCOMPAT_CSUM_V2 |
 				    JBD2_INCOMPAT_CSUM_V3));
 	t->is64 = !!(t->incompat & JBD2_INCOMPAT_64BIT);
+	if (!t->is64 && ext2fs_blocks_count(t->f->fs->super) > 0xffffffffULL)
+		return "journal has 32-bit block numbers, the file system "
+		       "more blocks";
 	memcpy(t->uuid, sb + JSB_UUID, 16);
 	if (t->csum) {
 		t->seed = crc(t, ~0U, t->uuid, 16);
