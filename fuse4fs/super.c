@@ -129,7 +129,7 @@ static void *flusher_main(void *arg)
 			f4_fs_flush(f);
 		f4_io_tick(f->fs->io);
 		cache_tick(&f->inodes);
-		if (ext2fs_has_feature_mmp(f->fs->super) &&
+		if (ext2fs_has_feature_mmp(f->fs->super) && !f->shutdown &&
 		    (f->fs->flags & EXT2_FLAG_RW))
 			ext2fs_mmp_update2(f->fs, 0);
 	}
