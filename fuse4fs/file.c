@@ -19,9 +19,6 @@
 #include "fuse4fs.h"
 #include <ext2fs/ext3_extents.h>
 
-#define MAY_WRITE	2
-#define MAY_READ	4
-
 /* Exported by libext2fs but missing from its public header. */
 errcode_t ext2fs_inline_data_expand(ext2_filsys fs, ext2_ino_t ino);
 errcode_t ext2fs_inline_data_ea_remove(ext2_filsys fs, ext2_ino_t ino);
@@ -90,6 +87,17 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	int acc = flags & O_ACCMODE, mask = 0, ret;
 	int writing = acc != O_RDONLY || (flags & O_TRUNC);
 
+	/*
+	 * execve() opens the file with __FMODE_EXEC and asks for execute
+	 * permission alone (a 0711 program runs, a 0744 one doesn't for
+	 * others).  The kernel, without default_permissions, checks only
+	 * that somebody may execute it.
+	 */
+	if (flags & F4_FMODE_EXEC) {
+		if (!LINUX_S_ISREG(inode->i_mode))
+			return -EACCES;
+		return f4_check_perm(f, cred, inode, ino, MAY_EXEC);
+	}
 	if (acc != O_WRONLY)
 		mask |= MAY_READ;
 	if (writing)
@@ -100,8 +108,9 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = f4_check_writable(f);
 		if (ret)
 			return ret;
-		if (inode->i_flags & EXT2_IMMUTABLE_FL)
-			return -EPERM;
+		ret = f4_check_immutable(inode, F4_OP_WRITE);
+		if (ret)
+			return ret;
 		if ((inode->i_flags & EXT2_APPEND_FL) &&
 		    (!(flags & O_APPEND) || (flags & O_TRUNC)))
 			return -EPERM;
@@ -167,11 +176,6 @@ int f4_release(struct f4fs *f, struct f4_file *fh)
 
 /* ---- inline data ------------------------------------------------------- */
 
-static int is_inline(const struct ext2_inode_large *inode)
-{
-	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
-}
-
 /* Move an inline file's data out to a block, before changing its size. */
 static int expand_inline(struct f4fs *f, ext2_ino_t ino,
 			 struct ext2_inode_large *inode)
@@ -229,7 +233,7 @@ static int may_inline(struct f4fs *f, const struct ext2_inode_large *inode)
 {
 	return ext2fs_has_feature_inline_data(f->fs->super) &&
 	       f->inode_size > EXT2_GOOD_OLD_INODE_SIZE &&
-	       LINUX_S_ISREG(inode->i_mode) && !is_inline(inode) &&
+	       LINUX_S_ISREG(inode->i_mode) && !f4_is_inline(inode) &&
 	       !EXT2_I_SIZE(inode) &&
 	       !ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)inode);
 }
@@ -333,7 +337,7 @@ static int write_inline(struct f4fs *f, ext2_ino_t ino,
 	uint64_t isize = EXT2_I_SIZE(inode), end = off + size;
 	int fresh = 0, ret;
 
-	if (!is_inline(inode)) {
+	if (!f4_is_inline(inode)) {
 		if (!may_inline(f, inode) || end > f->blocksize)
 			return 0;
 		ret = make_inline(f, ino, inode);
@@ -467,7 +471,7 @@ ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 	if (size > isize - off)
 		size = isize - off;
 
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		got = read_inline(f, ino, &inode, buf, size, off);
 		goto done;
 	}
@@ -490,7 +494,7 @@ ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 	got = ret ? ret : (ssize_t)size;
 done:
 	if (got > 0) {
-		if ((uint64_t)off == fh->next_read && !is_inline(&inode))
+		if ((uint64_t)off == fh->next_read && !f4_is_inline(&inode))
 			readahead_data(f, fh, ino, &inode,
 				       (off + got - 1) / f->blocksize + 1, isize);
 		fh->next_read = off + got;
@@ -545,6 +549,10 @@ out:
 	return 0;
 }
 
+static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t start,
+			blk64_t end);
+
 static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 			       struct ext2_inode_large *inode)
 {
@@ -578,8 +586,9 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return -EINVAL;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	isize = EXT2_I_SIZE(&inode);
 	/* With the kernel's write-back cache, its offsets already append */
 	if ((fh->flags & O_APPEND) && !f->writeback)
@@ -595,7 +604,7 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return -EFBIG;
 	if (size > max - off)
 		size = max - off;
-	if (is_inline(&inode) || may_inline(f, &inode)) {
+	if (f4_is_inline(&inode) || may_inline(f, &inode)) {
 		ret = write_inline(f, ino, &inode, buf, size, off);
 		if (ret < 0)
 			return ret;
@@ -629,8 +638,19 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		}
 		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
 				bounce);
-		if (ret)
+		if (ret) {
+			/* what was mapped for it must not show old data */
+			if (was_new && !map.unwritten)
+				punch_blocks(f, ino, &inode, map.lblk,
+					     map.lblk + map.len - 1);
 			break;
+		}
+		/* Unwritten blocks become data only once the data is there */
+		if (map.unwritten) {
+			ret = f4_map_convert(f, ino, &inode, &map);
+			if (ret)
+				break;
+		}
 		done += len;
 	}
 	free(bounce);
@@ -724,7 +744,7 @@ int f4_truncate(struct f4fs *f, ext2_ino_t ino,
 	uint64_t isize = EXT2_I_SIZE(inode), bs = f->blocksize;
 	int ret;
 
-	if (is_inline(inode) && size != isize) {
+	if (f4_is_inline(inode) && size != isize) {
 		ret = set_inline(f, ino, inode, NULL, 0, 0, size);
 		if (ret < 0)
 			return ret;
@@ -765,7 +785,7 @@ int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
 	if (LINUX_S_ISLNK(mode) &&
 	    ext2fs_is_fast_symlink((struct ext2_inode *)inode))
 		return 0;
-	if (is_inline(inode))
+	if (f4_is_inline(inode))
 		return 0;		/* lives in the inode and its xattrs */
 	if (!ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
 		return 0;
@@ -850,8 +870,9 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return LINUX_S_ISDIR(inode.i_mode) ? -EISDIR : -ENODEV;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	if ((inode.i_flags & EXT2_APPEND_FL) &&
 	    (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
 		return -EPERM;
@@ -859,7 +880,7 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	end = (uint64_t)off + len;
 	if (end > max || end < (uint64_t)off)
 		return -EFBIG;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		ret = expand_inline(f, ino, &inode);
 		if (ret)
 			return ret;
@@ -914,7 +935,7 @@ off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence)
 		return -EINVAL;		/* the kernel handles these */
 	if (off < 0 || (uint64_t)off >= isize)
 		return -ENXIO;
-	if (is_inline(&inode))
+	if (f4_is_inline(&inode))
 		return whence == SEEK_DATA ? off : (off_t)isize;
 	end = (isize + bs - 1) / bs;
 	for (lblk = off / bs; lblk < end; lblk += map.len) {
@@ -955,7 +976,7 @@ int f4_bmap(struct f4fs *f, ext2_ino_t ino, uint64_t blocksize,
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
-	if (is_inline(&inode))
+	if (f4_is_inline(&inode))
 		return -EINVAL;
 	byte = *idx * blocksize;
 	ret = f4_map_blocks(f, ino, &inode, byte / f->blocksize, 1, &map);
@@ -987,22 +1008,24 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return ret;
 	if (!fs->block_map)
 		return -EROFS;
-	/* ext4's checks: a range inside the file system, at least a block */
-	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
-	    minblocks > fs->super->s_clusters_per_group)
-		return -EINVAL;
-	if (first < fs->super->s_first_data_block)
-		first = fs->super->s_first_data_block;
 	/*
-	 * Blocks freed since the last commit may still be needed after a
-	 * crash: make the frees durable first (journaled, the second commit
-	 * moves the journal past the first), then trim what is free for good.
+	 * Blocks freed since the last flush are free in memory but still in
+	 * use on disk: a crash now brings back the file, directory or tree
+	 * that owned them (alloc.c).  Make their freeing durable first, or
+	 * the discard would destroy what the crash brings back.  Journaled,
+	 * a second commit moves the journal past the one that freed them.
 	 */
 	ret = f4_fs_flush(f);
 	if (!ret && f->txn)
 		ret = f4_fs_flush(f);
 	if (ret)
 		return ret;
+	/* ext4's checks: a range inside the file system, at least a block */
+	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
+	    minblocks > fs->super->s_clusters_per_group)
+		return -EINVAL;
+	if (first < fs->super->s_first_data_block)
+		first = fs->super->s_first_data_block;
 	last = ext2fs_blocks_count(fs->super) - 1;
 	if (len / f->blocksize < last - first + 1)
 		last = first + len / f->blocksize - 1;
@@ -1047,7 +1070,7 @@ int f4_trim_past_eof(struct f4fs *f, ext2_ino_t ino,
 {
 	uint64_t bs = f->blocksize;
 
-	if (!LINUX_S_ISREG(inode->i_mode) || is_inline(inode) ||
+	if (!LINUX_S_ISREG(inode->i_mode) || f4_is_inline(inode) ||
 	    !ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
 		return 0;
 	return punch_blocks(f, ino, inode, (EXT2_I_SIZE(inode) + bs - 1) / bs,
