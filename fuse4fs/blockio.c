@@ -1166,10 +1166,29 @@ int f4_io_txn_list(io_channel chan, struct f4_io_blk **list, size_t *n,
 		*list = l;
 		*n = k;
 	}
+	/*
+	 * A revoke also cancels the copy in its own transaction: a block that
+	 * is logged again (metadata once more) must not be revoked.
+	 */
 	qsort(io->revoke, io->nrevoke, sizeof(*io->revoke), key_cmp);
-	for (i = 0, k = 0; i < io->nrevoke; i++)
-		if (!k || io->revoke[k - 1] != io->revoke[i])
-			io->revoke[k++] = io->revoke[i];
+	for (i = 0, k = 0; i < io->nrevoke; i++) {
+		unsigned long long r = io->revoke[i];
+		size_t lo = 0, hi = *n;
+
+		if (k && io->revoke[k - 1] == r)
+			continue;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+
+			if ((*list)[mid].key < r)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < *n && (*list)[lo].key == r)
+			continue;
+		io->revoke[k++] = r;
+	}
 	io->nrevoke = k;
 	*revoke = io->revoke;
 	*nrevoke = io->nrevoke;

@@ -11,8 +11,8 @@ then replay the image:
   not checkpointed transactions; kernel ext4 (mount, umount), e2fsck -E
   journal_only and fuse4fs's own replay (mount, umount) must all give the
   tree that was there before the shutdown, and e2fsck -fn is clean after
-  each; journals with checksum v3 and without checksums, 4 KiB and 1 KiB
-  blocks, 64bit and not;
+  each; journals with checksum v3, v2 and without checksums, 4 KiB and
+  1 KiB blocks, 64bit and not;
 - shutdown in each mode and kill -9 at random moments during a busy
   workload (untar-like creates, renames over existing names, links,
   unlinks of open files, appends, rm -rf, and a logger that appends a
@@ -49,15 +49,16 @@ SHUTDOWN = J.EXT4_IOC_SHUTDOWN
 DEFAULT, LOGFLUSH, NOLOGFLUSH = 0, 1, 2
 MODES = {"default": DEFAULT, "logflush": LOGFLUSH, "nologflush": NOLOGFLUSH}
 
-# name -> (fixture variant, mke2fs arguments, journal checksum v3)
+# name -> (fixture variant, mke2fs arguments, journal checksum version)
 CASES = {
-    "ext4-csum3": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256"], True),
-    "ext4-nocsum": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256"], False),
-    "ext3": ("ext3", ["-t", "ext3", "-b", "4096", "-I", "256"], False),
+    "ext4-csum3": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256"], 3),
+    "ext4-csum2": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256"], 2),
+    "ext4-nocsum": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256"], 0),
+    "ext3": ("ext3", ["-t", "ext3", "-b", "4096", "-I", "256"], 0),
     "ext4-1k-csum3": ("ext4-1k", ["-t", "ext4", "-b", "1024", "-I", "256"],
-                      True),
+                      3),
     "ext4-32bit-csum3": ("ext4", ["-t", "ext4", "-b", "4096", "-I", "256",
-                                  "-O", "^64bit"], True),
+                                  "-O", "^64bit"], 3),
 }
 
 
@@ -70,17 +71,19 @@ def shutdown(path, mode):
 
 
 def make_image(workdir, name, case, size_mb=128, extra=()):
-    variant, args, csum3 = CASES[case]
+    variant, args, csum = CASES[case]
     img = os.path.join(workdir, name + ".img")
     J.mkfs(img, size_mb, *args, *extra)
-    if csum3:
-        # the journal checksum v3 the kernel uses with metadata_csum
+    if csum:
+        # journal checksums (v3 is what the kernel uses with
+        # metadata_csum), set in the journal superblock by debugfs
         cmds = os.path.join(workdir, "jo-c.cmds")
         with open(cmds, "w") as f:
-            f.write("jo -c\njc\n")
+            f.write("jo -c -v %d\njc\n" % csum)
         J.run(["debugfs", "-w", "-f", cmds, img])
         inc = J.walk_log(img)["incompat"]
-        assert inc & J.INCOMPAT_CSUM_V3, "debugfs did not set csum v3"
+        want = J.INCOMPAT_CSUM_V3 if csum == 3 else J.INCOMPAT_CSUM_V2
+        assert inc & want, "debugfs did not set journal csum v%d" % csum
     return img, variant
 
 
