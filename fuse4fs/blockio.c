@@ -10,8 +10,14 @@
  *
  * Multi-block I/O is file data: it goes straight to the device, and the
  * cache is kept coherent with it (reads see dirty cached blocks, writes
- * replace cached copies).  Byte-granular I/O (the superblock) flushes and
- * drops whatever it overlaps first.
+ * replace cached copies).  Byte-granular I/O (the superblock) changes the
+ * cached blocks that hold the range, so the superblock is always written
+ * as a whole block.
+ *
+ * Journaling (txn.c): dirty blocks are pinned in the cache as the running
+ * transaction and reach their home only through a commit; multi-block
+ * writes from libext2fs are metadata then and logged too, and only
+ * f4_io_write_data(), discard and zeroout are file data.
  *
  * Writes past the end of the file system, once its size is known, are
  * refused: a damaged block map must never make us write outside it.  And
