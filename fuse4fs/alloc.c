@@ -159,21 +159,38 @@ int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred)
 /*
  * How many of want data blocks may this caller have?  0: none (ENOSPC).
  * Others must leave the root reserve, and on extent file systems ext4's
- * own 2% (at most 4096 blocks) kept for extent tree growth, untouched.
+ * own 2% (at most 4096 clusters) kept for extent tree growth, untouched.
+ * On bigalloc file systems want and the answer are whole clusters.
  */
 blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want)
 {
 	struct ext2_super_block *sb = f->fs->super;
 	blk64_t free = ext2fs_free_blocks_count(sb), keep = 0;
 
-	if (!f4_may_use_reserved(f, cred)) {
-		keep = ext2fs_r_blocks_count(sb);
-		if (ext2fs_has_feature_extents(sb))
-			keep += ext2fs_blocks_count(sb) / 50 < 4096 ?
-				ext2fs_blocks_count(sb) / 50 : 4096;
-	}
+	/* ext4 counts the root reserve in whole clusters, rounding down */
+	if (!f4_may_use_reserved(f, cred))
+		keep = EXT2FS_C2B(f->fs, EXT2FS_B2C(f->fs,
+				  ext2fs_r_blocks_count(sb))) +
+		       f4_alloc_ext4_reserve(f->fs);
 	if (free <= keep)
 		return 0;
-	return free - keep < want ? free - keep : want;
+	/* bigalloc: whole clusters only (want is a number of them) */
+	want = free - keep < want ? free - keep : want;
+	return want & ~(blk64_t)EXT2FS_CLUSTER_MASK(f->fs);
+}
+
+/*
+ * The blocks ext4 holds back on extent file systems beyond the root
+ * reserve, for extent tree growth: 2% of the clusters, at most 4096
+ * clusters.
+ */
+blk64_t f4_alloc_ext4_reserve(ext2_filsys fs)
+{
+	blk64_t clusters = EXT2FS_B2C(fs, ext2fs_blocks_count(fs->super));
+
+	if (!ext2fs_has_feature_extents(fs->super))
+		return 0;
+	clusters = clusters / 50 < 4096 ? clusters / 50 : 4096;
+	return EXT2FS_C2B(fs, clusters);
 }
 

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 
 #include "fuse4fs.h"
 
@@ -66,12 +67,127 @@ static int read_dir_inode(struct f4fs *f, ext2_ino_t dir,
 	return 0;
 }
 
+/*
+ * The encoding a directory's names are matched and hashed with, or NULL
+ * for exact bytes.  In a casefolded directory (EXT4_CASEFOLD_FL on a file
+ * system with the casefold feature) names are equal when their NFD +
+ * casefold forms are; as in the kernel, a name that is invalid in the
+ * encoding matches only itself, byte for byte.
+ */
+static const struct ext2fs_nls_table *dir_cf(struct f4fs *f,
+					    const struct ext2_inode_large *inode)
+{
+	if (!(inode->i_flags & EXT4_CASEFOLD_FL) ||
+	    !ext2fs_has_feature_casefold(f->fs->super))
+		return NULL;
+	return f->fs->encoding;
+}
+
+static int name_eq(const struct ext2fs_nls_table *cf, const char *a,
+		   size_t alen, const char *b, size_t blen)
+{
+	/* exact first: cheap, and the only match for invalid names */
+	if (alen == blen && !memcmp(a, b, alen))
+		return 1;
+	return cf && !ext2fs_casefold_cmp(cf, (const unsigned char *)a, alen,
+					  (const unsigned char *)b, blen);
+}
+
+int f4_dir_casefolded(struct f4fs *f, ext2_ino_t dir)
+{
+	struct ext2_inode_large inode;
+
+	if (!ext2fs_has_feature_casefold(f->fs->super) ||
+	    f4_read_inode(f, dir, &inode))
+		return 0;
+	return dir_cf(f, &inode) != NULL;
+}
+
+/*
+ * The name readdir shows for a stored one: in an encrypted directory its
+ * no-key form (fscrypt.c), hashed as the kernel's readdir hashes it.
+ */
+static void shown_name(struct f4fs *f, int version, const char *name,
+		       size_t len, char *out, size_t *outlen)
+{
+	ext2_dirhash_t hash = 0, minor = 0;
+
+	if (version >= 0 &&
+	    ext2fs_dirhash(version, name, len, f->fs->super->s_hash_seed,
+			   &hash, &minor))
+		hash = minor = 0;
+	f4_nokey_encode(hash, minor, name, len, out, outlen);
+}
+
 /* An entry changed (ino 0: went away): tell whoever keeps copies. */
 static void dir_changed(struct f4fs *f, ext2_ino_t dir, const char *name,
 			size_t len, ext2_ino_t ino, int ftype)
 {
+	struct ext2_inode_large inode;
+	char shown[F4_NAME_MAX + 1];
+	int version;
+
 	f4_dcache_update(f, dir, name, len, ino, ftype);
+	/* open directories list what readdir showed */
+	if (ext2fs_has_feature_encrypt(f->fs->super) &&
+	    !f4_read_inode(f, dir, &inode) && f4_is_encrypted(&inode)) {
+		if (f4_htree_readdir_version(f, dir, &inode, &version))
+			return;
+		shown_name(f, version, name, len, shown, &len);
+		name = shown;
+	}
 	f4_dir_snapshots_update(f, dir, name, len, ino, ftype);
+}
+
+struct nokey_scan {
+	const struct f4_nokey *nk;
+	char *stored;
+	size_t len;
+};
+
+static int nokey_scan_proc(ext2_ino_t ino, int ftype, const char *name,
+			   size_t len, void *arg)
+{
+	struct nokey_scan *s = arg;
+
+	if (!f4_nokey_match(s->nk, name, len))
+		return 0;
+	memcpy(s->stored, name, len);
+	s->len = len;
+	return 1;
+}
+
+/*
+ * A name given in an encrypted directory is a no-key name: find what is
+ * stored (into stored, F4_NAME_MAX bytes), so that everything after
+ * matches exact bytes.  The long form, a digest, needs a scan.
+ */
+static int nokey_resolve(struct f4fs *f, ext2_ino_t dir,
+			 const struct ext2_inode_large *inode,
+			 const char **name, size_t *len, char *stored)
+{
+	struct f4_nokey nk;
+	struct nokey_scan s = { &nk, stored, 0 };
+	int ret;
+
+	if (!f4_is_encrypted(inode))
+		return 0;
+	ret = f4_nokey_decode(*name, *len, &nk);
+	if (ret)
+		return ret;
+	if (nk.exact) {
+		memcpy(stored, nk.ct, nk.ctlen);
+		s.len = nk.ctlen;
+	} else {
+		ret = f4_dir_iterate(f, dir, nokey_scan_proc, &s);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return -ENOENT;
+	}
+	*name = stored;
+	*len = s.len;
+	return 0;
 }
 
 /* ---- one directory block ---------------------------------------------- */
@@ -117,11 +233,14 @@ static unsigned int block_end(struct f4fs *f, const char *buf)
 }
 
 struct found {
+	const struct ext2fs_nls_table *cf;	/* match case-insensitively */
 	blk64_t pblk;
 	unsigned int off;		/* of the entry */
 	unsigned int prev_off;		/* of the entry before, or ~0 */
 	ext2_ino_t ino;
 	int ftype;
+	size_t namelen;			/* the name as stored */
+	char name[EXT2_NAME_LEN];
 };
 
 /* Search one block for name.  1 found, 0 not here, <0 damaged. */
@@ -144,8 +263,10 @@ static int search_block(struct f4fs *f, ext2_ino_t dir, const char *buf,
 
 	while ((rec_len = dirent_at(f, buf, off, end, &de)) > 0) {
 		if (de->inode &&
-		    (size_t)ext2fs_dirent_name_len(de) == len &&
-		    !memcmp(de->name, name, len)) {
+		    name_eq(fd->cf, de->name, ext2fs_dirent_name_len(de),
+			    name, len)) {
+			fd->namelen = ext2fs_dirent_name_len(de);
+			memcpy(fd->name, de->name, fd->namelen);
 			fd->off = off;
 			fd->prev_off = prev;
 			fd->ino = de->inode;
@@ -328,6 +449,7 @@ static int find_entry(struct f4fs *f, ext2_ino_t dir,
 {
 	int ret;
 
+	fd->cf = dir_cf(f, inode);
 	if (is_htree(f, inode)) {
 		ret = htree_find(f, dir, inode, name, len, buf, fd);
 		/* A damaged index still has its leaves: scan them all */
@@ -368,6 +490,9 @@ static int iterate(struct f4fs *f, ext2_ino_t dir, int flags,
 struct inline_find {
 	const char *name;
 	size_t len;
+	const struct ext2fs_nls_table *cf;
+	size_t namelen;			/* found: the name as stored */
+	char stored[EXT2_NAME_LEN];
 	ext2_ino_t ino;			/* found */
 	ext2_ino_t newino;		/* with set: point the entry here */
 	int ftype;			/* found */
@@ -381,9 +506,12 @@ static int inline_find_proc(ext2_ino_t dir, int entry,
 {
 	struct inline_find *fi = priv;
 
-	if (!de->inode || (size_t)ext2fs_dirent_name_len(de) != fi->len ||
-	    memcmp(de->name, fi->name, fi->len))
+	if (!de->inode || !name_eq(fi->cf, de->name,
+				   ext2fs_dirent_name_len(de), fi->name,
+				   fi->len))
 		return 0;
+	fi->namelen = ext2fs_dirent_name_len(de);
+	memcpy(fi->stored, de->name, fi->namelen);
 	fi->ino = de->inode;
 	fi->ftype = ext2fs_dirent_file_type(de);
 	if (fi->set) {
@@ -531,6 +659,7 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		  size_t len, ext2_ino_t *ino, int *ftype)
 {
 	struct ext2_inode_large inode;
+	char stored[F4_NAME_MAX + 1];
 	struct found fd;
 	char *buf;
 	int ret;
@@ -550,11 +679,20 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		ret = 1;
 		goto found;
 	}
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
+	if (ret)
+		return ret;
+	/*
+	 * The name table is keyed on exact bytes: in a casefolded directory
+	 * it can only say yes (to the name as stored); anything else needs
+	 * the blocks, where the casefolded hash leads to the right leaf.
+	 */
 	ret = f4_dcache_lookup(f, dir, name, len, &fd.ino, &fd.ftype);
-	if (ret != -EAGAIN)
+	if (ret != -EAGAIN && (ret || !dir_cf(f, &inode)))
 		goto found;
 	if (f4_is_inline(&inode)) {
-		struct inline_find fi = { name, len, 0, 0, 0, 0, 0 };
+		struct inline_find fi = { .name = name, .len = len,
+					  .cf = dir_cf(f, &inode) };
 
 		ret = inline_find(f, dir, &fi);
 		fd.ino = fi.ino;
@@ -592,6 +730,7 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	struct ext2_dir_entry *de, *prev;
 	struct found fd;
 	unsigned int rec_len, prev_len;
+	char stored[F4_NAME_MAX + 1];
 	char *buf;
 	errcode_t err;
 	int ret;
@@ -599,18 +738,27 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
+	if (ret)
+		return ret;
 	if (f4_is_inline(&inode)) {
+		struct inline_find fi = { .name = name, .len = len,
+					  .cf = dir_cf(f, &inode) };
 		char nbuf[F4_NAME_MAX + 1];
 
-		memcpy(nbuf, name, len);
-		nbuf[len] = 0;
+		/* libext2fs matches exact bytes: find the stored name */
+		ret = inline_find(f, dir, &fi);
+		if (ret <= 0)
+			return ret ? ret : -ENOENT;
+		memcpy(nbuf, fi.stored, fi.namelen);
+		nbuf[fi.namelen] = 0;
 		err = ext2fs_unlink(f->fs, dir, nbuf, expect, 0);
 		if (err == EXT2_ET_DIR_NO_SPACE)
 			return -ENOENT;
 		if (err)
 			return f4_fs_error(f, dir, err, "removing entry");
 		f4_fs_dirty(f);
-		dir_changed(f, dir, name, len, 0, 0);
+		dir_changed(f, dir, fi.stored, fi.namelen, 0, 0);
 		return 0;
 	}
 	buf = malloc(f->blocksize);
@@ -637,7 +785,7 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = write_block(f, dir, inode.i_generation,
 			  !!(inode.i_flags & EXT2_INDEX_FL), fd.pblk, buf);
 	if (!ret)
-		dir_changed(f, dir, name, len, 0, 0);
+		dir_changed(f, dir, fd.name, fd.namelen, 0, 0);
 out:
 	free(buf);
 	return ret;
@@ -649,6 +797,7 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 {
 	struct ext2_inode_large inode;
 	struct ext2_dir_entry *de;
+	char stored[F4_NAME_MAX + 1];
 	struct found fd;
 	char *buf;
 	int ret;
@@ -656,13 +805,19 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
+	ret = nokey_resolve(f, dir, &inode, &name, &len, stored);
+	if (ret)
+		return ret;
 	if (f4_is_inline(&inode)) {
-		struct inline_find fi = { name, len, 0, ino, 0, ftype, 1 };
+		struct inline_find fi = { .name = name, .len = len,
+					  .cf = dir_cf(f, &inode),
+					  .newino = ino, .newftype = ftype,
+					  .set = 1 };
 
 		ret = inline_find(f, dir, &fi);
 		if (ret > 0) {
 			f4_fs_dirty(f);
-			dir_changed(f, dir, name, len, ino, ftype);
+			dir_changed(f, dir, fi.stored, fi.namelen, ino, ftype);
 		}
 		return ret < 0 ? ret : ret ? 0 : -ENOENT;
 	}
@@ -681,7 +836,7 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	ret = write_block(f, dir, inode.i_generation,
 			  !!(inode.i_flags & EXT2_INDEX_FL), fd.pblk, buf);
 	if (!ret)
-		dir_changed(f, dir, name, len, ino, ftype);
+		dir_changed(f, dir, fd.name, fd.namelen, ino, ftype);
 out:
 	free(buf);
 	return ret;
@@ -777,6 +932,29 @@ static int linear_add(struct f4fs *f, ext2_ino_t dir,
 	return 0;
 }
 
+/*
+ * With the strict encoding flag, a casefolded directory takes only names
+ * that are valid in the encoding (as ext4_add_entry() says: EINVAL).
+ */
+static int check_encoded(struct f4fs *f, ext2_ino_t dir,
+			 const struct ext2_inode_large *inode,
+			 const char *name, size_t len)
+{
+	const struct ext2fs_nls_table *cf = dir_cf(f, inode);
+	char nbuf[F4_NAME_MAX + 1];
+	char *pos;
+
+	if (!cf || !(f->fs->super->s_encoding_flags & EXT4_ENC_STRICT_MODE_FL))
+		return 0;
+	memcpy(nbuf, name, len);
+	nbuf[len] = 0;
+	if (!ext2fs_check_encoded_name(cf, nbuf, len, &pos))
+		return 0;
+	f4_log(LOG_DEBUG, "directory %u: name invalid in the strict "
+	       "encoding at byte %td refused", dir, pos - nbuf);
+	return -EINVAL;
+}
+
 int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	       ext2_ino_t ino, int ftype)
 {
@@ -788,6 +966,9 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	if (!ext2fs_has_feature_filetype(f->fs->super))
 		ftype = 0;
 	ret = read_dir_inode(f, dir, &inode);
+	if (ret)
+		return ret;
+	ret = check_encoded(f, dir, &inode, name, len);
 	if (ret)
 		return ret;
 	if (!f4_is_inline(&inode) && !is_htree(f, &inode)) {
@@ -1001,6 +1182,28 @@ fail:
 /* ---- open directories: a snapshot of the entries ------------------------ */
 
 static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
+		    void *arg);
+
+struct snap_nokey {
+	struct f4fs *f;
+	struct f4_dir *d;
+	int version;
+};
+
+/* An encrypted directory's snapshot holds the names readdir shows. */
+static int snap_add_nokey(ext2_ino_t ino, int ftype, const char *name,
+			  size_t len, void *arg)
+{
+	struct snap_nokey *sn = arg;
+	char shown[F4_NAME_MAX + 1];
+
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+		return snap_add(ino, ftype, name, len, sn->d);
+	shown_name(sn->f, sn->version, name, len, shown, &len);
+	return snap_add(ino, ftype, shown, len, sn->d);
+}
+
+static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
 		    void *arg)
 {
 	struct f4_dir *d = arg;
@@ -1125,6 +1328,7 @@ void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
  */
 int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 {
+	struct ext2_inode_large inode;
 	int ret;
 
 	d->nents = 0;
@@ -1132,7 +1336,17 @@ int f4_dir_load(struct f4fs *f, struct f4_dir *d)
 	free(d->index);
 	d->index = NULL;
 	d->index_size = 0;
-	ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
+	d->casefold = f4_dir_casefolded(f, d->inode->ino);
+	ret = f4_read_inode(f, d->inode->ino, &inode);
+	if (!ret && f4_is_encrypted(&inode)) {
+		struct snap_nokey sn = { f, d, -1 };
+
+		ret = f4_htree_readdir_version(f, d->inode->ino, &inode,
+					       &sn.version) ?:
+		      f4_dir_iterate(f, d->inode->ino, snap_add_nokey, &sn);
+	} else if (!ret) {
+		ret = f4_dir_iterate(f, d->inode->ino, snap_add, d);
+	}
 	d->loaded = !ret;
 	return ret;
 }

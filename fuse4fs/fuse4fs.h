@@ -145,6 +145,11 @@ struct f4_entry {
 	ext2_ino_t ino;
 	uint32_t generation;
 	struct stat attr;
+	/*
+	 * The name lives in a casefolded directory: the kernel's FUSE
+	 * dentries are case-sensitive, so it must not cache this one.
+	 */
+	int uncached_name;
 };
 
 /* The kernel's lookup counts (lookups.c): ino -> count, 8 bytes each. */
@@ -206,10 +211,17 @@ struct f4_dir {
 	uint32_t *index;		/* name hash -> ents slot + 1 */
 	size_t index_size;
 	int loaded;
+	int casefold;			/* names matched by casefold */
 };
 
 struct f4_orphan_file;
 struct f4_dindex;
+struct f4_quota;
+
+#define F4_USRQUOTA	0
+#define F4_GRPQUOTA	1
+#define F4_PRJQUOTA	2
+#define F4_MAXQUOTAS	3
 
 struct f4_error_note {
 	ext2_ino_t ino;
@@ -244,6 +256,9 @@ struct f4fs {
 	ext2fs_block_bitmap freed;	/* not for file data yet (alloc.c) */
 	ext2fs_block_bitmap freed_cur;	/* journaling: freed since the commit */
 	struct f4_txn *txn;		/* journaled writes (txn.c), or NULL */
+	struct f4_quota *quota;		/* quota.c; NULL: no quota kept */
+	/* the inode f4_write_inode() is writing in full (quota.c) */
+	const struct ext2_inode_large *quota_full;
 	struct list_head dcache_lru;	/* directory name tables (dcache.c) */
 	size_t dcache_bytes, dcache_limit;
 	pthread_t flusher;
@@ -430,6 +445,24 @@ int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	      int mask);
 
 /* dir.c: directory entries */
+int f4_dir_casefolded(struct f4fs *f, ext2_ino_t dir);
+
+/* fscrypt.c: encrypted directories without the key */
+struct f4_nokey {
+	unsigned char raw[189];		/* the decoded no-key name */
+	int exact;			/* ct is the whole ciphertext */
+	const char *ct;
+	size_t ctlen;
+};
+int f4_is_encrypted(const struct ext2_inode_large *inode);
+size_t f4_nokey_len(size_t ctlen);
+void f4_nokey_encode(uint32_t hash, uint32_t minor, const char *ct,
+		     size_t ctlen, char *out, size_t *outlen);
+int f4_nokey_decode(const char *name, size_t len, struct f4_nokey *nk);
+int f4_nokey_match(const struct f4_nokey *nk, const char *de, size_t delen);
+int f4_htree_readdir_version(struct f4fs *f, ext2_ino_t dir,
+			     const struct ext2_inode_large *inode,
+			     int *version);
 int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 		  size_t len, ext2_ino_t *ino, int *ftype);
 int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
@@ -531,6 +564,8 @@ int f4_drop_link(struct f4fs *f, ext2_ino_t ino,
 int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 		  struct ext2_inode_large *inode);
 int f4_check_name(const char *name, size_t *lenp);
+int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
+		     const struct ext2_inode_large *inode);
 
 /* alloc.c: where file data may go */
 int f4_alloc_init(struct f4fs *f);
@@ -539,6 +574,7 @@ void f4_alloc_flushed(struct f4fs *f);
 void f4_alloc_committed(struct f4fs *f);
 int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred);
 blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want);
+blk64_t f4_alloc_ext4_reserve(ext2_filsys fs);
 errcode_t f4_alloc_range(struct f4fs *f, blk64_t goal, blk64_t len,
 			 blk64_t *pblk, blk64_t *plen);
 void f4_alloc_freed_range(struct f4fs *f, blk64_t blk, blk64_t num);
@@ -628,6 +664,23 @@ int f4_orphan_load(struct f4fs *f);
 int f4_orphan_release_all(struct f4fs *f);
 void f4_orphan_forget_all(struct f4fs *f);
 int f4_maybe_free(struct f4fs *f, struct f4_inode *inode);
+
+/* quota.c */
+int f4_quota_init(struct f4fs *f);
+void f4_quota_free(struct f4fs *f);
+int f4_quota_flush(struct f4fs *f);
+void f4_quota_statfs(struct f4fs *f, ext2_ino_t ino, struct statvfs *st);
+void f4_quota_inode_alloc(struct f4fs *f, ext2_ino_t ino, int delta);
+uint32_t f4_inode_projid(struct f4fs *f, const struct ext2_inode_large *inode);
+int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, blk64_t *len);
+int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
+		  const struct ext2_inode_large *inode);
+int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
+			uint32_t gid, uint32_t prj);
+int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
+			  const struct ext2_inode_large *inode, uint32_t uid,
+			  uint32_t gid, uint32_t prj);
 
 /* partition.c */
 int f4_find_partition(const char *device, int number,

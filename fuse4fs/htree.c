@@ -124,6 +124,45 @@ static int name_hash(struct f4fs *f, const struct ext2_inode_large *inode,
 }
 
 /*
+ * The hash version the kernel's readdir hashes this directory's names
+ * with (it puts the hash in no-key names): the index root's for a hashed
+ * directory, else the file system's default; -1: none (the kernel's
+ * is_dx_dir() says the directory is read block by block, hash 0).
+ */
+int f4_htree_readdir_version(struct f4fs *f, ext2_ino_t dir,
+			     const struct ext2_inode_large *inode,
+			     int *version)
+{
+	struct ext2_dx_root_info *root;
+	char *buf;
+	int ret = 0;
+
+	*version = -1;
+	if (!ext2fs_has_feature_dir_index(f->fs->super))
+		return 0;
+	if (!(inode->i_flags & EXT2_INDEX_FL)) {
+		if (EXT2_I_SIZE(inode) / f->blocksize == 1 ||
+		    f4_is_inline(inode))
+			*version = f->fs->super->s_def_hash_version;
+		goto adjust;
+	}
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	ret = read_lblk(f, dir, inode, 0, buf);
+	if (!ret) {
+		root = (void *)(buf + DX_ROOT_INFO_OFF);
+		*version = root->hash_version;
+	}
+	free(buf);
+adjust:
+	if (*version >= 0 && *version <= EXT2_HASH_TEA &&
+	    (f->fs->super->s_flags & EXT2_FLAGS_UNSIGNED_HASH))
+		*version += 3;
+	return ret;
+}
+
+/*
  * Find the physical leaf blocks name may be in.  -EAGAIN means the index
  * can't answer (a hash fuse4fs doesn't compute, or collisions running
  * across index blocks): the caller scans every block instead.

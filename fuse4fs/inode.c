@@ -257,8 +257,11 @@ int f4_write_inode(struct f4fs *f, ext2_ino_t ino,
 {
 	errcode_t err;
 
+	/* the full inode, project ID included, for quota.c's watch */
+	f->quota_full = inode;
 	err = ext2fs_write_inode_full(f->fs, ino, (struct ext2_inode *)inode,
 				      sizeof(*inode));
+	f->quota_full = NULL;
 	if (err)
 		return f4_fs_error(f, ino, err, "writing inode");
 	f4_fs_dirty(f);
@@ -425,6 +428,10 @@ void f4_inode_to_stat(struct f4fs *f, ext2_ino_t ino,
 	st->st_uid = inode_uid(*inode);
 	st->st_gid = inode_gid(*inode);
 	st->st_size = EXT2_I_SIZE(inode);
+	/* an encrypted symlink's target reads as its no-key form */
+	if (LINUX_S_ISLNK(inode->i_mode) && f4_is_encrypted(inode) &&
+	    st->st_size > 2)
+		st->st_size = f4_nokey_len(st->st_size - 2);
 	st->st_blksize = f->blocksize;
 	st->st_blocks = ext2fs_get_stat_i_blocks(f->fs,
 						 (struct ext2_inode *)inode);
@@ -467,6 +474,7 @@ static int fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e,
 		return f4_corrupt(f, ino, "directory entry points to an "
 				  "unused inode");
 	e->ino = ino;
+	e->uncached_name = 0;
 	e->generation = kernel_gen(f, ino, inode.i_generation);
 	f4_inode_to_stat(f, ino, &inode, &e->attr);
 	return 0;
@@ -688,6 +696,20 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = setattr_flags_check(&inode, to_set);
 	if (ret)
 		return ret;
+	/* Cutting an encrypted file needs the key (its last block) */
+	if ((to_set & F4_SET_SIZE) && LINUX_S_ISREG(inode.i_mode) &&
+	    f4_is_encrypted(&inode))
+		return -ENOKEY;
+	if (to_set & (F4_SET_UID | F4_SET_GID)) {
+		ret = f4_quota_may_transfer(f, cred, &inode,
+				(to_set & F4_SET_UID) ? attr->st_uid :
+							inode_uid(inode),
+				(to_set & F4_SET_GID) ? attr->st_gid :
+							inode_gid(inode),
+				f4_inode_projid(f, &inode));
+		if (ret)
+			return ret;
+	}
 
 	if (to_set & F4_SET_SIZE) {
 		if (LINUX_S_ISDIR(inode.i_mode))

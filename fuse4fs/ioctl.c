@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <linux/fs.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "fuse4fs.h"
@@ -103,6 +104,17 @@ static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = may_change_flags(f, cred, &inode, newflags);
 	if (ret)
 		return ret;
+	/*
+	 * Names already there were hashed and checked for duplicates the
+	 * other way: like ext4, only an empty directory changes casefolding.
+	 */
+	if (changed & EXT4_CASEFOLD_FL) {
+		ret = f4_dir_is_empty(f, ino);
+		if (ret < 0)
+			return ret;
+		if (!ret)
+			return -ENOTEMPTY;
+	}
 	/* Data journalling needs a journal fuse4fs doesn't write */
 	if (changed & EXT3_JOURNAL_DATA_FL)
 		return -EPERM;
@@ -127,10 +139,57 @@ static int get_fsxattr(struct f4fs *f, ext2_ino_t ino, struct fsxattr *fa)
 	for (i = 0; i < NXFLAGS; i++)
 		if (inode.i_flags & xflag_map[i].ext4)
 			fa->fsx_xflags |= xflag_map[i].xflag;
-	if (f4_inode_has_extra(f, &inode,
-			       offsetof(struct ext2_inode_large, i_projid) + 4))
-		fa->fsx_projid = inode.i_projid;
+	fa->fsx_projid = f4_inode_projid(f, &inode);
 	return 0;
+}
+
+/*
+ * Can the project ID of inode become prj?  As ext4: only with the
+ * project feature, only where the inode has room for it, and never on an
+ * immutable inode.
+ */
+static int project_settable(struct f4fs *f, struct f4_cred *cred,
+			    const struct ext2_inode_large *inode, uint32_t prj)
+{
+	if (prj == f4_inode_projid(f, inode))
+		return 0;
+	if (!ext2fs_has_feature_project(f->fs->super) ||
+	    f->inode_size <= EXT2_GOOD_OLD_INODE_SIZE)
+		return -EOPNOTSUPP;
+	if (!f4_is_owner(f, cred, inode) && !f4_capable(f, cred))
+		return -EPERM;
+	if (inode->i_flags & EXT2_IMMUTABLE_FL)
+		return -EPERM;
+	/* ext4 would make room by moving in-inode xattrs; we don't */
+	if (!f4_inode_has_extra(f, inode, offsetof(struct ext2_inode_large,
+						   i_projid) + 4))
+		return -EOVERFLOW;
+	return 1;
+}
+
+/* chattr -p: the usage moves with it (quota.c watches the write). */
+static int set_project(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
+		       uint32_t prj)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	ret = project_settable(f, cred, &inode, prj);
+	if (ret <= 0)
+		return ret;
+	ret = f4_quota_may_transfer(f, cred, &inode, inode_uid(inode),
+				    inode_gid(inode), prj);
+	if (ret)
+		return ret;
+	inode.i_projid = prj;
+	f4_touch(f, &inode, F4_TOUCH_C);
+	ret = f4_write_inode(f, ino, &inode);
+	if (!ret)
+		f4_inval_inode(f, ino);	/* the new ctime */
+	return ret;
 }
 
 static int set_fsxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -141,20 +200,25 @@ static int set_fsxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	unsigned int i;
 	int ret;
 
+	ret = f4_check_writable(f);
+	if (ret)
+		return ret;
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
-	if (fa->fsx_projid != (f4_inode_has_extra(f, &inode,
-			offsetof(struct ext2_inode_large, i_projid) + 4) ?
-			inode.i_projid : 0))
-		return -EOPNOTSUPP;	/* no project quota support */
+	ret = project_settable(f, cred, &inode, fa->fsx_projid);
+	if (ret < 0)
+		return ret;
 	flags = inode.i_flags & F4_FL_VISIBLE;
 	for (i = 0; i < NXFLAGS; i++) {
 		flags &= ~xflag_map[i].ext4;
 		if (fa->fsx_xflags & xflag_map[i].xflag)
 			flags |= xflag_map[i].ext4;
 	}
-	return set_flags(f, cred, ino, flags);
+	ret = set_flags(f, cred, ino, flags);
+	if (ret)
+		return ret;
+	return set_project(f, cred, ino, fa->fsx_projid);
 }
 
 static int set_version(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,

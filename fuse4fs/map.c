@@ -572,6 +572,80 @@ out:
 }
 
 /*
+ * bigalloc: a cluster belongs to a file as a whole, and ext4 keeps each
+ * logical cluster of a file in one physical cluster with every block at
+ * the same offset in both (lblk and pblk agree in their low bits).  The
+ * first block of the physical cluster that holds lblk's logical cluster,
+ * if any block of that logical cluster is mapped (written or not), else
+ * 0 in *pclu.  Without bigalloc a cluster is a block: always 0.
+ */
+static int cluster_owner(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode, blk64_t lblk,
+			 blk64_t *pclu)
+{
+	blk64_t mask = EXT2FS_CLUSTER_MASK(f->fs);
+	blk64_t b = lblk & ~mask, end = b + mask + 1;
+	struct f4_map m;
+	int ret;
+
+	*pclu = 0;
+	while (mask && b < end) {
+		ret = f4_map_blocks(f, ino, inode, b, end - b, &m);
+		if (ret)
+			return ret;
+		if (m.pblk) {
+			if ((m.pblk & mask) != (b & mask))
+				return f4_corrupt(f, ino, "block %llu at %llu "
+					"breaks the bigalloc cluster rule",
+					(unsigned long long)b,
+					(unsigned long long)m.pblk);
+			*pclu = m.pblk & ~mask;
+			return 0;
+		}
+		b += m.len;
+	}
+	return 0;
+}
+
+/*
+ * The physical blocks [pa, pa + n) no longer map logical [a, a + n):
+ * give back the clusters no other block of the file still uses.  Only
+ * the clusters at the two ends can be shared, and only with blocks of
+ * the same logical cluster.  The number of clusters freed is added to
+ * *freed.
+ */
+static int release_blocks(struct f4fs *f, ext2_ino_t ino,
+			  struct ext2_inode_large *inode, blk64_t a,
+			  blk64_t pa, blk64_t n, blk64_t *freed)
+{
+	ext2_filsys fs = f->fs;
+	blk64_t mask = EXT2FS_CLUSTER_MASK(fs);
+	blk64_t first = pa & ~mask, end = (pa + n + mask) & ~mask, owner;
+	int ret;
+
+	if (mask) {
+		ret = cluster_owner(f, ino, inode, a, &owner);
+		if (ret)
+			return ret;
+		if (owner == first)
+			first += mask + 1;
+		if (end > first) {
+			ret = cluster_owner(f, ino, inode, a + n - 1, &owner);
+			if (ret)
+				return ret;
+			if (owner == end - mask - 1)
+				end -= mask + 1;
+		}
+	}
+	if (end <= first)
+		return 0;
+	ext2fs_block_alloc_stats_range(fs, first, end - first, -1);
+	f4_alloc_freed_range(f, first, end - first);
+	*freed += EXT2FS_B2C(fs, end - first);
+	return 0;
+}
+
+/*
  * Allocate physical blocks for the hole at [lblk, lblk + len) of an
  * extent file and map as many as come in one contiguous run, growing the
  * extent to the left when the new blocks follow it on disk.  (libext2fs's
@@ -585,28 +659,62 @@ static int insert_range(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 {
 	ext2_filsys fs = f->fs;
 	blk64_t max = unwritten ? UNINIT_MAX_LEN : INIT_MAX_LEN;
+	blk64_t mask = EXT2FS_CLUSTER_MASK(fs), off = lblk & mask;
 	struct ext2fs_extent left, ex;
 	ext2_extent_handle_t h;
-	blk64_t pblk, plen;
+	blk64_t pblk, plen, apblk = 0, alen = 0, pclu;
 	errcode_t err;
 	int flag = unwritten ? EXT2_EXTENT_FLAGS_UNINIT : 0;
+	int ret;
 
 	if (len > max)
 		len = max;
-	len = f4_alloc_allowed(f, cred, len);
-	if (!len)
+	ret = cluster_owner(f, ino, inode, lblk, &pclu);
+	if (ret)
+		return ret;
+	if (pclu) {
+		/* The file has this cluster: no allocation, same offset */
+		pblk = pclu + off;
+		plen = mask + 1 - off < len ? mask + 1 - off : len;
+		goto map;
+	}
+	if (mask && ((lblk + len) & mask) &&
+	    ((lblk + len - 1) & ~mask) > (lblk & ~mask)) {
+		/* Stop short of a last cluster the file has already */
+		ret = cluster_owner(f, ino, inode, lblk + len - 1, &pclu);
+		if (ret)
+			return ret;
+		if (pclu)
+			len = ((lblk + len) & ~mask) - lblk;
+	}
+	/* Whole clusters, the first block at lblk's offset in its cluster */
+	alen = f4_alloc_allowed(f, cred, (off + len + mask) & ~mask);
+	if (!alen)
 		return -ENOSPC;
+	/* quota is charged for what i_blocks gains: whole clusters */
+	ret = f4_quota_clamp_blocks(f, cred, inode, &alen);
+	if (ret)
+		return ret;
+	alen &= ~mask;
+	if (!alen)
+		return -EDQUOT;
+	goal = (goal + mask) & ~mask;
 	if (goal < fs->super->s_first_data_block ||
 	    goal >= ext2fs_blocks_count(fs->super))
 		goal = fs->super->s_first_data_block;
-	err = find_range(f, goal, len, &pblk, &plen);
+	err = find_range(f, goal, alen, &apblk, &plen);
 	if (err)
 		return f4_errno(err) == -ENOSPC ? -ENOSPC :
 		       f4_fs_error(f, ino, err, "allocating blocks");
-	if (plen > len)
-		plen = len;
-	ext2fs_block_alloc_stats_range(fs, pblk, plen, +1);
-
+	if (plen < alen)
+		alen = plen & ~mask;
+	if (!alen || (apblk & mask))
+		return f4_fs_error(f, ino, EXT2_ET_BLOCK_ALLOC_FAIL,
+				   "allocating a whole cluster");
+	ext2fs_block_alloc_stats_range(fs, apblk, alen, +1);
+	pblk = apblk + off;
+	plen = alen - off < len ? alen - off : len;
+map:
 	err = ext2fs_extent_open2(fs, ino, (struct ext2_inode *)inode, &h);
 	if (err)
 		goto undo;
@@ -641,7 +749,9 @@ done:
 	ext2fs_extent_free(h);
 	if (err)
 		goto undo;
-	ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)inode, plen);
+	/* i_blocks counts whole clusters (libext2fs multiplies) */
+	ext2fs_iblk_add_blocks(fs, (struct ext2_inode *)inode,
+			       EXT2FS_B2C(fs, alen));
 	f4_fs_dirty(f);
 	map->lblk = lblk;
 	map->pblk = pblk;
@@ -649,8 +759,10 @@ done:
 	map->unwritten = unwritten;
 	return 0;
 undo:
-	ext2fs_block_alloc_stats_range(fs, pblk, plen, -1);
-	f4_alloc_freed_range(f, pblk, plen);
+	if (alen) {
+		ext2fs_block_alloc_stats_range(fs, apblk, alen, -1);
+		f4_alloc_freed_range(f, apblk, alen);
+	}
 	return f4_fs_error(f, ino, err, "mapping new blocks");
 }
 
@@ -701,6 +813,9 @@ static int alloc_blockmap(struct f4fs *f, struct f4_cred *cred,
 	len = f4_alloc_allowed(f, cred, len);
 	if (!len)
 		return -ENOSPC;
+	ret = f4_quota_clamp_blocks(f, cred, inode, &len);
+	if (ret)
+		return ret;
 	err = find_range(f, alloc_goal(f, ino, inode, lblk), len, &p, &n);
 	if (err)
 		goto fail;
@@ -846,16 +961,17 @@ int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 			err = 0;	/* the tree is empty now */
 		if (err)
 			break;
-		ext2fs_block_alloc_stats_range(fs, opblk + (a - olblk),
-					       b - a + 1, -1);
-		f4_alloc_freed_range(f, opblk + (a - olblk), b - a + 1);
-		freed += b - a + 1;
+		ret = release_blocks(f, ino, inode, a, opblk + (a - olblk),
+				     b - a + 1, &freed);
+		if (ret)
+			break;
 		if (a == start || !a)
 			break;
 		end = a - 1;
 	}
 	ext2fs_extent_free(h);
 	if (freed) {
+		/* in clusters, as i_blocks counts them */
 		ext2fs_iblk_sub_blocks(fs, (struct ext2_inode *)inode, freed);
 		f4_fs_dirty(f);
 	}

@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,20 @@
 
 /* Flags a new inode inherits from its directory, as ext4 does. */
 #define INHERITED_FL	(EXT2_SYNC_FL | EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
-			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL)
-#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL)
+			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL | \
+			 EXT4_CASEFOLD_FL)
+#define DIR_ONLY_FL	(EXT2_DIRSYNC_FL | EXT2_TOPDIR_FL | EXT4_CASEFOLD_FL)
+
+/* -ENOKEY for an encrypted directory: fuse4fs never has the key. */
+static int nokey_dir(struct f4fs *f, ext2_ino_t dir)
+{
+	struct ext2_inode_large inode;
+	int ret = f4_read_inode(f, dir, &inode);
+
+	if (ret)
+		return ret;
+	return f4_is_encrypted(&inode) ? -ENOKEY : 0;
+}
 
 int f4_check_name(const char *name, size_t *lenp)
 {
@@ -172,12 +185,14 @@ int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_ino_perm(f, cred, parent, MAY_EXEC);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	ret = f4_dir_lookup(f, parent, name, len, &ino, NULL);
 	if (ret)
 		return ret;
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
@@ -220,10 +235,21 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ext2_filsys fs = f->fs;
 	struct timespec now;
 	gid_t gid = cred->gid;
+	uint32_t prj = 0;
 	ext2_ino_t ino;
 	errcode_t err;
 	char *buf;
+	int ret;
 
+	/* As ext4: the directory's project, if it hands it down */
+	if (ext2fs_has_feature_project(fs->super) &&
+	    (pinode->i_flags & EXT4_PROJINHERIT_FL))
+		prj = f4_inode_projid(f, pinode);
+	ret = f4_quota_may_create(f, cred, cred->uid,
+				  (pinode->i_mode & LINUX_S_ISGID) ?
+				  inode_gid(*pinode) : gid, prj);
+	if (ret)
+		return ret;
 	err = ext2fs_new_inode(fs, parent, mode, NULL, &ino);
 	if (err)
 		return f4_fs_error(f, parent, err, "allocating inode");
@@ -252,6 +278,9 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (f->inode_size > EXT2_GOOD_OLD_INODE_SIZE)
 		inode->i_extra_isize = sizeof(struct ext2_inode_large) -
 				       EXT2_GOOD_OLD_INODE_SIZE;
+	if (f4_inode_has_extra(f, inode, offsetof(struct ext2_inode_large,
+						  i_projid) + 4))
+		inode->i_projid = prj;
 	if (S_ISREG(mode) && ext2fs_has_feature_extents(fs->super))
 		init_extents(inode);
 	f4_now(&now);
@@ -272,6 +301,7 @@ int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	if (err)
 		return f4_fs_error(f, ino, err, "writing new inode");
 	ext2fs_inode_alloc_stats2(fs, ino, +1, S_ISDIR(mode));
+	f4_quota_inode_alloc(f, ino, +1);
 	f4_fs_dirty(f);
 	*inop = ino;
 	return 0;
@@ -298,6 +328,7 @@ int f4_free_inode(struct f4fs *f, ext2_ino_t ino,
 	if (ret)
 		return ret;
 	ext2fs_inode_alloc_stats2(f->fs, ino, -1, is_dir);
+	f4_quota_inode_alloc(f, ino, -1);
 	f4_fs_dirty(f);
 	return 0;
 }
@@ -439,6 +470,55 @@ static int init_contents(struct f4fs *f, ext2_ino_t parent, ext2_ino_t ino,
 }
 
 /*
+ * Add a name; as ext4, refuse with EDQUOT when the directory had to grow
+ * past its owners' limits.  libext2fs grows directories by itself (a new
+ * block, an htree split), so this looks afterwards: the name is taken
+ * back and the new block stays, so the owners can pass a limit by what
+ * one name cost, but no further.
+ */
+static int dir_add_quota(struct f4fs *f, struct f4_cred *cred,
+			 ext2_ino_t dir, const char *name, size_t len,
+			 ext2_ino_t ino, int ftype)
+{
+	struct ext2_inode_large before, after;
+	int ret;
+
+	if (!f->quota)
+		return f4_dir_add(f, dir, name, len, ino, ftype);
+	ret = f4_read_inode(f, dir, &before);
+	if (!ret)
+		ret = f4_dir_add(f, dir, name, len, ino, ftype);
+	if (!ret)
+		ret = f4_read_inode(f, dir, &after);
+	if (ret)
+		return ret;
+	if (ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&after) <=
+	    ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&before) ||
+	    !f4_quota_over(f, cred, &after))
+		return 0;
+	ret = f4_dir_remove(f, dir, name, len, ino);
+	return ret ? ret : -EDQUOT;
+}
+
+/*
+ * A directory (unless inline) and a symlink too long for the inode take
+ * a block at once: quota must allow it, as for any other data block.
+ */
+static int first_block_quota(struct f4fs *f, struct f4_cred *cred,
+			     const struct ext2_inode_large *inode,
+			     const struct new_entry *ne)
+{
+	blk64_t one = 1;
+
+	if (S_ISDIR(ne->mode) ?
+	    ext2fs_has_feature_inline_data(f->fs->super) :
+	    !S_ISLNK(ne->mode) ||
+	    strlen(ne->target) < sizeof(inode->i_block))
+		return 0;
+	return f4_quota_clamp_blocks(f, cred, inode, &one);
+}
+
+/*
  * The common path of create, mknod, mkdir and symlink: check, make the
  * inode, link it in, update the parent, and return its attributes with a
  * lookup reference taken.
@@ -463,6 +543,8 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;		/* a new name needs the key */
 	if (is_dir && dir_link_max(f, &pinode))
 		return -EMLINK;
 
@@ -479,6 +561,9 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_new_inode(f, cred, parent, ne->mode, &pinode, &ino, &inode);
 	if (ret)
 		return ret;
+	ret = first_block_quota(f, cred, &inode, ne);
+	if (ret)
+		goto undo;
 	ret = init_contents(f, parent, ino, &inode, ne);
 	if (ret)
 		goto undo;
@@ -488,8 +573,8 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		if (ret)
 			goto undo;
 	}
-	ret = f4_dir_add(f, parent, ne->name, ne->len, ino,
-			 f4_mode_to_ftype(ne->mode));
+	ret = dir_add_quota(f, cred, parent, ne->name, ne->len, ino,
+			    f4_mode_to_ftype(ne->mode));
 	if (ret)
 		goto undo;
 
@@ -508,6 +593,7 @@ static int make_node(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 undo:
 	/* Nothing links to it yet: give everything back */
@@ -622,6 +708,8 @@ int f4_tmpfile(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = prep_dir(f, cred, parent, &pinode, 0);
 	if (ret)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;
 	mode = (mode & 07777) | S_IFREG;
 	if (f->opts->acl) {
 		ret = f4_inherit_acl(f, parent, 0, &pinode, &mode, &has_acl);
@@ -747,13 +835,18 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = may_link(f, cred, ino, &inode);
 	if (ret)
 		return ret;
+	ret = f4_project_check(f, &pinode, &inode);
+	if (ret)
+		return ret;
 	ret = f4_dir_lookup(f, parent, name, len, &existing, NULL);
 	if (ret == 0)
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
+	if (f4_is_encrypted(&pinode))
+		return -ENOKEY;
 
-	ret = f4_dir_add(f, parent, name, len, ino,
+	ret = dir_add_quota(f, cred, parent, name, len, ino,
 			 f4_mode_to_ftype(inode.i_mode));
 	if (ret)
 		return ret;
@@ -790,6 +883,7 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = f4_fill_entry(f, ino, e);
 	if (ret)
 		return ret;
+	e->uncached_name = f4_dir_casefolded(f, parent);
 	return f4_lookup_ref(f, ino);
 }
 
@@ -868,7 +962,51 @@ int f4_rmdir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	return remove_name(f, cred, parent, name, 1);
 }
 
+static int read_link(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size,
+		     size_t *got_len);
+
+/*
+ * Without the key an encrypted symlink reads as the no-key form of its
+ * ciphertext (stored as le16 length, then the bytes), as on the kernel.
+ */
+static int read_nokey_link(struct f4fs *f, ext2_ino_t ino, char *buf,
+			   size_t size)
+{
+	char raw[F4_SYMLINK_MAX + 2], shown[F4_NAME_MAX + 2];
+	size_t len, ctlen;
+	int ret;
+
+	ret = read_link(f, ino, raw, sizeof(raw), &len);
+	if (ret)
+		return ret;
+	ctlen = (unsigned char)raw[0] | (unsigned char)raw[1] << 8;
+	if (len < 2 || ctlen == 0 || ctlen > len - 2)
+		return f4_corrupt(f, ino, "encrypted symlink of %zu bytes "
+				  "says its target has %zu", len, ctlen);
+	f4_nokey_encode(0, 0, raw + 2, ctlen, shown, &len);
+	if (len >= size)
+		len = size - 1;
+	memcpy(buf, shown, len);
+	buf[len] = 0;
+	return 0;
+}
+
 int f4_readlink(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size)
+{
+	struct ext2_inode_large inode;
+	size_t len;
+	int ret;
+
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (LINUX_S_ISLNK(inode.i_mode) && f4_is_encrypted(&inode))
+		return read_nokey_link(f, ino, buf, size);
+	return read_link(f, ino, buf, size, &len);
+}
+
+static int read_link(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size,
+		     size_t *got_len)
 {
 	struct ext2_inode_large inode;
 	size_t len, got;
@@ -903,6 +1041,7 @@ int f4_readlink(struct f4fs *f, ext2_ino_t ino, char *buf, size_t size)
 			len = got;
 		goto copy;
 	}
+	*got_len = len;
 	if (ext2fs_is_fast_symlink((struct ext2_inode *)&inode)) {
 		memcpy(buf, inode.i_block, len);
 		buf[len] = 0;
@@ -921,6 +1060,7 @@ copy:
 	if (!err) {
 		memcpy(buf, block, len);
 		buf[len] = 0;
+		*got_len = len;
 	}
 	free(block);
 	if (err)
@@ -1111,8 +1251,8 @@ static int do_exchange(struct f4fs *f, struct rename_side *src,
 	return ret;
 }
 
-static int do_rename(struct f4fs *f, struct rename_side *src,
-		     struct rename_side *dst)
+static int do_rename(struct f4fs *f, struct f4_cred *cred,
+		     struct rename_side *src, struct rename_side *dst)
 {
 	int sdir = LINUX_S_ISDIR(src->inode.i_mode);
 	int ret;
@@ -1138,8 +1278,8 @@ static int do_rename(struct f4fs *f, struct rename_side *src,
 		if (ret)
 			return ret;
 	} else {
-		ret = f4_dir_add(f, dst->dir, dst->name, dst->len, src->ino,
-				 f4_mode_to_ftype(src->inode.i_mode));
+		ret = dir_add_quota(f, cred, dst->dir, dst->name, dst->len,
+				    src->ino, f4_mode_to_ftype(src->inode.i_mode));
 		if (ret)
 			return ret;
 	}
@@ -1152,6 +1292,31 @@ static int do_rename(struct f4fs *f, struct rename_side *src,
 			return ret;
 	}
 	return touch_ino(f, src->ino, F4_TOUCH_C);
+}
+
+/*
+ * A directory that hands its project down takes in only inodes of that
+ * project, whichever way they come: ext4 says EXDEV, and mv copies.
+ */
+int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
+		     const struct ext2_inode_large *inode)
+{
+	if (!ext2fs_has_feature_project(f->fs->super) ||
+	    !(dir->i_flags & EXT4_PROJINHERIT_FL))
+		return 0;
+	return f4_inode_projid(f, dir) == f4_inode_projid(f, inode) ?
+	       0 : -EXDEV;
+}
+
+static int rename_projects(struct f4fs *f, struct rename_side *src,
+			   struct rename_side *dst, unsigned int flags)
+{
+	int ret;
+
+	ret = f4_project_check(f, &dst->dinode, &src->inode);
+	if (ret || !(flags & F4_RENAME_EXCHANGE))
+		return ret;
+	return f4_project_check(f, &src->dinode, &dst->inode);
 }
 
 static int make_whiteout(struct f4fs *f, struct f4_cred *cred,
@@ -1205,14 +1370,21 @@ int f4_rename(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		return ret;
 	if (src.ino == dst.ino)
 		return 0;		/* two names of one file: nothing to do */
+	ret = rename_projects(f, &src, &dst, flags);
+	if (ret)
+		return ret;
 	ret = rename_checks(f, cred, &src, &dst, flags);
+	if (ret)
+		return ret;
+	/* Names in an encrypted directory can't be made without the key */
+	ret = nokey_dir(f, src.dir) ?: nokey_dir(f, dst.dir);
 	if (ret)
 		return ret;
 
 	if (flags & F4_RENAME_EXCHANGE)
 		ret = do_exchange(f, &src, &dst);
 	else
-		ret = do_rename(f, &src, &dst);
+		ret = do_rename(f, cred, &src, &dst);
 	if (ret)
 		return ret;
 	if (flags & F4_RENAME_WHITEOUT) {

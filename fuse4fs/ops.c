@@ -118,7 +118,13 @@ static void fill_param(const struct f4fs *f, const struct f4_entry *e,
 	ep->generation = e->generation;
 	ep->attr = e->attr;
 	ep->attr_timeout = CACHE_TIMEOUT;
-	ep->entry_timeout = entry_timeout(f);
+	/*
+	 * Except in casefolded directories: the kernel's FUSE dentries are
+	 * case-sensitive, so a cached "ABC" would outlive an unlink through
+	 * "abc".  There every use of a name asks fuse4fs again (a lookup
+	 * per path component, answered from the directory's hashed leaf).
+	 */
+	ep->entry_timeout = e->uncached_name ? 0 : entry_timeout(f);
 }
 
 /* Reply with a new entry; if the kernel never gets it, undo the ref. */
@@ -160,6 +166,25 @@ static void inval_inode(struct f4fs *f, ext2_ino_t ino)
 	if (ret && ret != -ENOENT)
 		f4_log(LOG_DEBUG, "inode %u: telling the kernel its attributes "
 		       "changed: %s", ino, strerror(-ret));
+}
+
+/*
+ * Drop the kernel's dentry for name in dir (a casefolded directory's name
+ * that a reply couldn't mark uncached).  Never while the kernel may be
+ * waiting on a reply that needs dir's lock.
+ */
+static void inval_entry(struct f4fs *f, ext2_ino_t dir, const char *name)
+{
+	int ret;
+
+	if (!f->fuse_priv)
+		return;
+	ret = fuse_lowlevel_notify_inval_entry(f->fuse_priv,
+					       f4_nodeid_of(dir), name,
+					       strlen(name));
+	if (ret && ret != -ENOENT)
+		f4_log(LOG_DEBUG, "directory %u: dropping the kernel's entry "
+		       "for a name: %s", dir, strerror(-ret));
 }
 
 /* Let the core reach the kernel's caches through se (NULL: no more). */
@@ -259,9 +284,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	f4_cred_of(req, &cred);
 	f4_lock(f);
+	e.uncached_name = 0;
 	ret = f4_lookup(f, &cred, f4_ino_of(parent), name, &e);
 	f4_unlock(f);
-	if (ret == -ENOENT) {
+	/* A cached absence of "abc" would hide a later "ABC" */
+	if (ret == -ENOENT && !e.uncached_name) {
 		/* Nobody else changes the image: absence can be cached too */
 		struct fuse_entry_param ep;
 
@@ -395,14 +422,26 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct f4fs *f = fs_of(req);
 	struct f4_cred cred;
-	int ret;
+	int ret, cf_old, cf_new;
 
 	f4_cred_of(req, &cred);
 	f4_lock(f);
 	ret = f4_rename(f, &cred, f4_ino_of(parent), name,
 			f4_ino_of(newparent), newname, flags);
+	cf_old = !ret && f4_dir_casefolded(f, f4_ino_of(parent));
+	cf_new = !ret && f4_dir_casefolded(f, f4_ino_of(newparent));
 	f4_unlock(f);
 	reply_err(req, ret);
+	/*
+	 * The kernel moves the source's dentry, timeout and all, to the new
+	 * name: in a casefolded directory it must not stay cached (see
+	 * fill_param).  Only after the reply: the kernel holds the
+	 * directories locked until the rename is answered.
+	 */
+	if (cf_new)
+		inval_entry(f, f4_ino_of(newparent), newname);
+	if (cf_old && (flags & F4_RENAME_EXCHANGE))
+		inval_entry(f, f4_ino_of(parent), name);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -502,6 +541,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 	f4_lock(f);
 	f4_statfs(f, &st);
+	f4_quota_statfs(f, f4_ino_of(ino), &st);
 	f4_unlock(f);
 	fuse_reply_statfs(req, &st);
 }
@@ -859,6 +899,7 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 				if (ret)
 					break;
 			}
+			e.uncached_name = d->casefold;
 			fill_param(f, &e, &ep);
 			if (bare)
 				ep.ino = 0;

@@ -7,6 +7,11 @@
  * and passes everything else to fuse_session_process_buf().  Where
  * configure finds libfuse's own tmpfile op, that is used instead.
  *
+ * FUSE_SYNCFS (syncfs(2), and sync(1) for every FUSE mount) has no slot
+ * in libfuse 3.14's op table either, so it too is answered here: it is
+ * what a user runs to make everything written so far durable, and the
+ * kernel stops sending it once it has been answered with ENOSYS.
+ *
  * Workers: N threads each receive and process requests; the core's one
  * lock serializes the file-system work.  Cancellation is only allowed
  * while a worker waits for a request, never while it holds the lock.
@@ -35,10 +40,54 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+
 #include "ops.h"
 
+static int send_reply(struct fuse_session *se, uint64_t unique, int error,
+		      struct iovec *iov, int n)
+{
+	struct fuse_out_header out;
+	size_t len = sizeof(out);
+	int i;
+
+	for (i = 1; i < n; i++)
+		len += iov[i].iov_len;
+	out.unique = unique;
+	out.error = error;
+	out.len = len;
+	iov[0].iov_base = &out;
+	iov[0].iov_len = sizeof(out);
+	if (writev(fuse_session_fd(se), iov, n) != (ssize_t)len)
+		return -errno;
+	return 0;
+}
+
+/* The opcode of a request read into memory, or 0. */
+static uint32_t opcode_of(const struct fuse_buf *buf)
+{
+	const struct fuse_in_header *in = buf->mem;
+
+	if ((buf->flags & FUSE_BUF_IS_FD) || buf->size < sizeof(*in))
+		return 0;
+	return in->opcode;
+}
+
+/* FUSE_SYNCFS: everything written so far becomes durable, as fsync. */
+static void handle_syncfs(struct fuse_session *se, struct f4fs *f,
+			  const struct fuse_buf *buf)
+{
+	const struct fuse_in_header *in = buf->mem;
+	struct iovec iov[1];
+	int ret;
+
+	f4_lock(f);
+	ret = f4_fs_flush(f);
+	f4_unlock(f);
+	send_reply(se, in->unique, ret, iov, 1);
+}
+
 #ifndef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
-#include <linux/fuse.h>
 
 /*
  * Supplementary groups of a process, for requests libfuse doesn't see:
@@ -127,25 +176,6 @@ static void fill_attr(const struct stat *st, struct fuse_attr *a)
 	a->blksize = st->st_blksize;
 }
 
-static int send_reply(struct fuse_session *se, uint64_t unique, int error,
-		      struct iovec *iov, int n)
-{
-	struct fuse_out_header out;
-	size_t len = sizeof(out);
-	int i;
-
-	for (i = 1; i < n; i++)
-		len += iov[i].iov_len;
-	out.unique = unique;
-	out.error = error;
-	out.len = len;
-	iov[0].iov_base = &out;
-	iov[0].iov_len = sizeof(out);
-	if (writev(fuse_session_fd(se), iov, n) != (ssize_t)len)
-		return -errno;
-	return 0;
-}
-
 /* FUSE_TMPFILE: a create without a name; the reply is a create reply. */
 static void handle_tmpfile(struct fuse_session *se, struct f4fs *f,
 			   const struct fuse_buf *buf)
@@ -202,13 +232,6 @@ static void handle_tmpfile(struct fuse_session *se, struct f4fs *f,
 	}
 }
 
-static int is_tmpfile(const struct fuse_buf *buf)
-{
-	const struct fuse_in_header *in = buf->mem;
-
-	return !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= sizeof(*in) &&
-	       in->opcode == FUSE_TMPFILE;
-}
 #endif /* !HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE */
 
 static sem_t *loop_done;
@@ -293,8 +316,12 @@ static void *worker_main(void *arg)
 				w->error = res;
 			break;
 		}
+		if (opcode_of(buf) == FUSE_SYNCFS) {
+			handle_syncfs(w->se, w->f, buf);
+			continue;
+		}
 #ifndef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
-		if (is_tmpfile(buf)) {
+		if (opcode_of(buf) == FUSE_TMPFILE) {
 			handle_tmpfile(w->se, w->f, buf);
 			continue;
 		}

@@ -40,8 +40,6 @@ static const struct feature_name {
 	{ 2, EXT4_FEATURE_RO_COMPAT_REPLICA, "replica" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_READONLY, "read-only" },
 	{ 2, EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS, "shared_blocks" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_QUOTA, "quota" },
-	{ 2, EXT4_FEATURE_RO_COMPAT_PROJECT, "project" },
 };
 
 static void feature_list(int kind, unsigned int mask, char *buf, size_t len)
@@ -128,6 +126,10 @@ int f4_fs_flush(struct f4fs *f)
 		return -EIO;
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
+	/* quota records first: they count the metadata written below */
+	ret = f4_quota_flush(f);
+	if (ret)
+		return ret;
 	err = ext2fs_flush2(f->fs, f->txn ? EXT2_FLAG_FLUSH_NO_SYNC : 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
@@ -252,9 +254,7 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 	 * reserve on extent file systems, so that extent tree blocks can
 	 * still be allocated when users have filled the file system.
 	 */
-	if (ext2fs_has_feature_extents(sb))
-		reserved += ext2fs_blocks_count(sb) / 50 < 4096 ?
-			    ext2fs_blocks_count(sb) / 50 : 4096;
+	reserved += f4_alloc_ext4_reserve(fs);
 	st->f_bfree = free;
 	st->f_bavail = free > reserved ? free - reserved : 0;
 	st->f_files = sb->s_inodes_count;
@@ -382,11 +382,8 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
 	ro_compat |= sb->s_feature_ro_compat &
-		     (EXT4_FEATURE_RO_COMPAT_BIGALLOC |
-		      EXT4_FEATURE_RO_COMPAT_READONLY |
-		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
-		      EXT4_FEATURE_RO_COMPAT_QUOTA |
-		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+		     (EXT4_FEATURE_RO_COMPAT_READONLY |
+		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS);
 	if (!ro_compat)
 		return 0;
 	feature_list(2, ro_compat, names, size);
@@ -394,22 +391,54 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 }
 
 /*
- * Features whose names or contents fuse4fs does not decode yet: even a
- * read-only mount would serve wrong results (case-insensitive lookups
- * that fail, ciphertext names and data), so no mount at all.
+ * Casefolding is decoded when libext2fs knows the encoding (it loaded the
+ * table at open) and every encoding flag: an unknown flag could change
+ * what names match, so such a file system is refused like the kernel
+ * refuses it.
  */
-static int undecoded_features(struct ext2_super_block *sb, char *names,
-			      size_t size)
+static int casefold_decoded(ext2_filsys fs)
 {
+	struct ext2_super_block *sb = fs->super;
+
+	return fs->encoding &&
+	       !(sb->s_encoding_flags & ~EXT4_ENC_STRICT_MODE_FL);
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode: even a
+ * read-only mount would serve wrong results (ciphertext names and data,
+ * case-insensitive lookups that fail), so no mount at all.
+ */
+static int undecoded_features(ext2_filsys fs, char *names, size_t size)
+{
+	struct ext2_super_block *sb = fs->super;
 	unsigned int incompat;
 
-	incompat = sb->s_feature_incompat &
-		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
-		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
+	incompat = 0;
+	if (ext2fs_has_feature_casefold(sb) && !casefold_decoded(fs))
+		incompat |= EXT4_FEATURE_INCOMPAT_CASEFOLD;
+	/*
+	 * Encrypted and casefolded directories keep their hashes in the
+	 * entries (the names can't be folded without the key): not decoded.
+	 */
+	if (ext2fs_has_feature_casefold(sb) &&
+	    ext2fs_has_feature_encrypt(sb))
+		incompat |= EXT4_FEATURE_INCOMPAT_ENCRYPT |
+			    EXT4_FEATURE_INCOMPAT_CASEFOLD;
 	if (!incompat)
 		return 0;
 	feature_list(1, incompat, names, size);
 	return 1;
+}
+
+/*
+ * e2fsck charges a file's quota for the values it keeps in EA inodes;
+ * quota.c counts only i_blocks, so it can't keep that combination exact.
+ */
+static int quota_needs_ro(struct ext2_super_block *sb)
+{
+	return ext2fs_has_feature_quota(sb) &&
+	       ext2fs_has_feature_ea_inode(sb);
 }
 
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
@@ -428,17 +457,26 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		       "not support: %s", opts->device, names);
 		return -EOPNOTSUPP;
 	}
-	if (undecoded_features(sb, names, sizeof(names))) {
+	if (undecoded_features(fs, names, sizeof(names))) {
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
-		       "cannot decode yet: %s; not mounted, not even "
+		       "cannot decode yet: %s%s; not mounted, not even "
 		       "read-only (names or contents would come out wrong)",
-		       opts->device, names);
+		       opts->device, names,
+		       ext2fs_has_feature_encrypt(sb) ?
+		       " (encrypt together with casefold)" :
+		       " (casefold: unknown encoding or encoding flags)");
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
+		return -EROFS;
+	}
+	if (*rw && quota_needs_ro(sb)) {
+		f4_log(LOG_ERR, "%s: fuse4fs can only read file systems with "
+		       "both quota and ea_inode (it does not charge values in "
+		       "EA inodes to quota); mount with -o ro", opts->device);
 		return -EROFS;
 	}
 	return 0;
@@ -503,7 +541,8 @@ static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
 		return 0;
 	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
 		return 0;
-	return !readonly_features(sb, names, sizeof(names));
+	return !readonly_features(sb, names, sizeof(names)) &&
+	       !quota_needs_ro(sb);
 }
 
 /* Free the orphans in a short read-write session of their own. */
@@ -910,6 +949,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		ret = f4_txn_start(f);
 		if (ret)
 			goto fail;
+		ret = f4_quota_init(f);
+		if (ret)
+			goto fail;
 		ret = mark_mounted(f);
 		if (ret)
 			goto fail;
@@ -922,6 +964,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	return 0;
 fail:
 	f4_txn_free(f);
+	f4_quota_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
 		f4_inode_destroy_cache(f);
@@ -946,6 +989,7 @@ int f4_fs_close(struct f4fs *f)
 	sb = f->fs->super;
 	if (f->shutdown) {
 		f4_txn_free(f);
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		/* errors=panic or shut down: write nothing more */
 		ext2fs_free(f->fs);
@@ -953,6 +997,9 @@ int f4_fs_close(struct f4fs *f)
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
+		if (!f->forced_ro && f4_quota_flush(f) && !ret)
+			ret = -EIO;
+		f4_quota_free(f);
 		/*
 		 * Lifetime writes, counted once: ext2fs_close2() adds what
 		 * get_stats reports too, but only to a counter already in
@@ -987,6 +1034,7 @@ int f4_fs_close(struct f4fs *f)
 			ret = f4_errno(err);
 		}
 	} else {
+		f4_quota_free(f);
 		f4_alloc_free(f);
 		ext2fs_free(f->fs);
 	}

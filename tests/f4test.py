@@ -946,7 +946,12 @@ def wait_statfs(path, ok, timeout=5.0):
     """statvfs(path) until ok(st) holds or timeout seconds pass; returns
     the last result.  The kernel sends RELEASE and FORGET after close()
     returns, so space held by a just-closed unlinked file comes back a
-    moment later, not at once as on kernel ext4."""
+    moment later, not at once as on kernel ext4.  Even a FORGET queued
+    before unlink() or rmdir() returned may reach the daemon only after
+    several later requests (the kernel lets up to 8 queued requests
+    overtake pending forgets), so a statfs right after an unlink, rm -rf
+    or sync can still count the last inode removed, and its blocks, as
+    in use.  Each statvfs here is one more request, so this converges."""
     deadline = time.monotonic() + timeout
     while True:
         st = os.statvfs(path)

@@ -306,7 +306,10 @@ def test_enospc(fs):
         if os.path.exists(fs.path(n)):
             os.unlink(fs.path(n))
     f4test.sync_fs(fs.mnt)
-    end = fs.statfs()
+    # the last file unlinked is freed when the kernel forgets it, which
+    # may come a few requests after unlink() returns
+    end = f4test.wait_statfs(fs.mnt, lambda st: (st.f_bfree, st.f_ffree) ==
+                             (start.f_bfree, start.f_ffree))
     assert (end.f_bfree, end.f_ffree) == (start.f_bfree, start.f_ffree)
     fs.remount()
     end = fs.statfs()
