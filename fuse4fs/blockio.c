@@ -1176,7 +1176,8 @@ int f4_io_txn_list(io_channel chan, struct f4_io_blk **list, size_t *n,
 	 * A revoke also cancels the copy in its own transaction: a block that
 	 * is logged again (metadata once more) must not be revoked.
 	 */
-	qsort(io->revoke, io->nrevoke, sizeof(*io->revoke), key_cmp);
+	if (io->nrevoke)
+		qsort(io->revoke, io->nrevoke, sizeof(*io->revoke), key_cmp);
 	for (i = 0, k = 0; i < io->nrevoke; i++) {
 		unsigned long long r = io->revoke[i];
 		size_t lo = 0, hi = *n;
