@@ -19,7 +19,7 @@ PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libfuse3-dev fuse3 libext2fs-dev comerr-dev uuid-dev
 	e2fsprogs python3-pytest attr acl fuse2fs fio quota
-	util-linux fdisk gdisk procps man-db groff-base
+	util-linux fdisk gdisk procps man-db groff-base gcovr
 )
 
 say() { printf 'quickstart: %s\n' "$*"; }

@@ -556,6 +556,7 @@ int f4_create(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 int f4_tmpfile(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	       mode_t mode, int flags, struct f4_entry *e,
 	       struct f4_file **fhp);
+uint32_t f4_next_generation(void);
 int f4_new_inode(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 		 mode_t mode, struct ext2_inode_large *pinode,
 		 ext2_ino_t *inop, struct ext2_inode_large *inode);
@@ -648,6 +649,7 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 int f4_kill_caps(struct f4fs *f, ext2_ino_t ino);
 int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 		   struct ext2_inode_large *inode);
+int f4_xattr_ea_refs(struct f4fs *f, ext2_ino_t ino, __u64 *refs);
 
 /* ioctl.c */
 int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -679,8 +681,14 @@ int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
 int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
 			uint32_t gid, uint32_t prj);
 int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
-			  const struct ext2_inode_large *inode, uint32_t uid,
-			  uint32_t gid, uint32_t prj);
+			  ext2_ino_t ino, const struct ext2_inode_large *inode,
+			  uint32_t uid, uint32_t gid, uint32_t prj);
+void f4_quota_ea_inodes(struct f4fs *f, ext2_ino_t ino,
+			const struct ext2_inode_large *inode, int64_t delta);
+int f4_quota_binds(struct f4fs *f, struct f4_cred *cred);
+int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
+		      const struct ext2_inode_large *inode, uint64_t space,
+		      uint64_t inodes);
 
 /* partition.c */
 int f4_find_partition(const char *device, int number,

@@ -701,7 +701,7 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	    f4_is_encrypted(&inode))
 		return -ENOKEY;
 	if (to_set & (F4_SET_UID | F4_SET_GID)) {
-		ret = f4_quota_may_transfer(f, cred, &inode,
+		ret = f4_quota_may_transfer(f, cred, ino, &inode,
 				(to_set & F4_SET_UID) ? attr->st_uid :
 							inode_uid(inode),
 				(to_set & F4_SET_GID) ? attr->st_gid :

@@ -180,8 +180,8 @@ static int set_project(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = project_settable(f, cred, &inode, prj);
 	if (ret <= 0)
 		return ret;
-	ret = f4_quota_may_transfer(f, cred, &inode, inode_uid(inode),
-				    inode_gid(inode), prj);
+	ret = f4_quota_may_transfer(f, cred, ino, &inode,
+				    inode_uid(inode), inode_gid(inode), prj);
 	if (ret)
 		return ret;
 	inode.i_projid = prj;

@@ -211,6 +211,12 @@ static uint32_t next_generation(void)
 	return gen += 0x9e3779b9;
 }
 
+/* A generation for an inode made elsewhere (EA inodes, xattr.c). */
+uint32_t f4_next_generation(void)
+{
+	return next_generation();
+}
+
 static void init_extents(struct ext2_inode_large *inode)
 {
 	struct ext3_extent_header *eh = (void *)inode->i_block;

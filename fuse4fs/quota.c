@@ -5,7 +5,9 @@
  * Usage, as e2fsck computes it and compares it with the quota files, is
  * the sum over every allocated inode (the root and ordinary inodes; not
  * the reserved ones, the quota files or EA inodes) of one inode and its
- * i_blocks in bytes, charged to the inode's uid, gid and project ID.
+ * i_blocks in bytes, charged to the inode's uid, gid and project ID,
+ * plus one inode more for each xattr value it keeps in an EA inode (the
+ * value's blocks are in its i_blocks already).
  * fuse4fs keeps that sum by watching the inode table, not the
  * operations: every inode write libext2fs makes, ours and its own
  * (extent tree blocks, xattr blocks), passes through fs->write_inode,
@@ -13,7 +15,9 @@
  * difference moved between owners.  Allocating and freeing an inode
  * (its bitmap bit changing) charge or release it whole.  So the
  * invariant is simply "charged == what the allocated inodes on disk
- * say", and no operation has to know about quota.
+ * say", and no operation has to know about quota, but for the inodes
+ * EA-inode values cost: xattr.c reports those as they change, and an
+ * inode changing hands takes them along here.
  *
  * The records of the ids used since mount live in memory and go back to
  * the quota files at the start of each flush, so that they reach the
@@ -628,6 +632,9 @@ static void move(struct f4fs *f, const struct owner *from,
 	}
 }
 
+static void ea_inodes_move(struct f4fs *f, ext2_ino_t ino,
+			   struct owner *from, struct owner *to);
+
 static void owner_of(struct f4fs *f, const struct ext2_inode *inode,
 		     uint32_t prj, struct owner *o)
 {
@@ -669,8 +676,40 @@ static errcode_t write_hook(ext2_filsys fs, ext2_ino_t ino,
 	if ((void *)inode == (void *)f->quota_full)
 		prj = f4_inode_projid(f, f->quota_full);
 	owner_of(f, inode, prj, &to);
+	if (from.uid != to.uid || from.gid != to.gid || from.prj != to.prj)
+		ea_inodes_move(f, ino, &from, &to);
 	move(f, &from, &to);
 	return EXT2_ET_CALLBACK_NOTHANDLED;
+}
+
+/* Its EA-inode values' inodes go too (chown, chgrp, chattr -p). */
+static void ea_inodes_move(struct f4fs *f, ext2_ino_t ino,
+			   struct owner *from, struct owner *to)
+{
+	__u64 refs;
+
+	if (!ext2fs_has_feature_ea_inode(f->fs->super) || !from->inodes ||
+	    f4_xattr_ea_refs(f, ino, &refs))
+		return;
+	from->inodes += refs;
+	to->inodes += refs;
+}
+
+/*
+ * The inode's xattr values kept in EA inodes changed in number by delta:
+ * each is one inode to its owners' account (the EA inode itself is
+ * charged to nobody).
+ */
+void f4_quota_ea_inodes(struct f4fs *f, ext2_ino_t ino,
+			const struct ext2_inode_large *inode, int64_t delta)
+{
+	int t;
+
+	if (!f->quota || !delta || !tracked(f, ino))
+		return;
+	for (t = 0; t < F4_MAXQUOTAS; t++)
+		charge(f, t, inode_id(t, inode_uid(*inode), inode_gid(*inode),
+				      f4_inode_projid(f, inode)), 0, delta);
 }
 
 /* Charge or release a whole inode whose bitmap bit changed (+1/-1). */
@@ -830,6 +869,49 @@ int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
 	return 0;
 }
 
+/* Do limits bind cred at all? */
+int f4_quota_binds(struct f4fs *f, struct f4_cred *cred)
+{
+	return f->quota && !exempt(f, cred);
+}
+
+/*
+ * Would the inode's owners, with space bytes and inodes more than they
+ * have, be past a block or inode limit that bites cred?  -EDQUOT if so.
+ * (Called after an allocation was charged, to take it back when the
+ * kernel would have refused it.)
+ */
+int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
+		      const struct ext2_inode_large *inode, uint64_t space,
+		      uint64_t inodes)
+{
+	time_t now = time(NULL);
+	struct qfile *qf;
+	struct dq *dq;
+	int t;
+
+	if (!f->quota || exempt(f, cred))
+		return 0;
+	for (t = 0; t < F4_MAXQUOTAS; t++) {
+		qf = &f->quota->q[t];
+		if (!qf->ino)
+			continue;
+		dq = get_dq(f, qf, inode_id(t, inode_uid(*inode),
+					    inode_gid(*inode),
+					    f4_inode_projid(f, inode)));
+		if (!dq)
+			return -ENOMEM;
+		if ((dq->bhard && dq->space + space > dq->bhard) ||
+		    (dq->ihard && dq->inodes + inodes > dq->ihard) ||
+		    (dq->bsoft && dq->space + space > dq->bsoft &&
+		     dq->btime && now >= dq->btime) ||
+		    (dq->isoft && dq->inodes + inodes > dq->isoft &&
+		     dq->itime && now >= dq->itime))
+			return -EDQUOT;
+	}
+	return 0;
+}
+
 /* May cred make a new inode owned by uid, gid and project prj? */
 int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
 			uint32_t gid, uint32_t prj)
@@ -844,18 +926,26 @@ int f4_quota_may_create(struct f4fs *f, struct f4_cred *cred, uint32_t uid,
  * dquot_transfer(): the new owners must have room for all of it.
  */
 int f4_quota_may_transfer(struct f4fs *f, struct f4_cred *cred,
-			  const struct ext2_inode_large *inode, uint32_t uid,
-			  uint32_t gid, uint32_t prj)
+			  ext2_ino_t ino, const struct ext2_inode_large *inode,
+			  uint32_t uid, uint32_t gid, uint32_t prj)
 {
 	uint64_t space, inodes;
 	struct qfile *qf;
 	struct dq *dq;
 	uint32_t old;
-	int t;
+	__u64 refs = 0;
+	int t, ret;
 
 	if (!f->quota || exempt(f, cred))
 		return 0;
 	inode_cost(f, (const struct ext2_inode *)inode, &space, &inodes);
+	/* and the inodes its EA-inode values cost (ext4 counts them too) */
+	if (inodes && ext2fs_has_feature_ea_inode(f->fs->super)) {
+		ret = f4_xattr_ea_refs(f, ino, &refs);
+		if (ret)
+			return ret;
+		inodes += refs;
+	}
 	for (t = 0; t < F4_MAXQUOTAS; t++) {
 		qf = &f->quota->q[t];
 		old = inode_id(t, inode_uid(*inode), inode_gid(*inode),

@@ -431,16 +431,6 @@ static int undecoded_features(ext2_filsys fs, char *names, size_t size)
 	return 1;
 }
 
-/*
- * e2fsck charges a file's quota for the values it keeps in EA inodes;
- * quota.c counts only i_blocks, so it can't keep that combination exact.
- */
-static int quota_needs_ro(struct ext2_super_block *sb)
-{
-	return ext2fs_has_feature_quota(sb) &&
-	       ext2fs_has_feature_ea_inode(sb);
-}
-
 static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 {
 	struct ext2_super_block *sb = fs->super;
@@ -471,12 +461,6 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs can "
 		       "only read: %s; mount with -o ro", opts->device,
 		       names);
-		return -EROFS;
-	}
-	if (*rw && quota_needs_ro(sb)) {
-		f4_log(LOG_ERR, "%s: fuse4fs can only read file systems with "
-		       "both quota and ea_inode (it does not charge values in "
-		       "EA inodes to quota); mount with -o ro", opts->device);
 		return -EROFS;
 	}
 	return 0;
@@ -541,8 +525,7 @@ static int want_ro_orphan_cleanup(struct f4_opts *opts, ext2_filsys fs,
 		return 0;
 	if (!sb->s_last_orphan && !ext2fs_has_feature_orphan_present(sb))
 		return 0;
-	return !readonly_features(sb, names, sizeof(names)) &&
-	       !quota_needs_ro(sb);
+	return !readonly_features(sb, names, sizeof(names));
 }
 
 /* Free the orphans in a short read-write session of their own. */

@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/xattr.h>
 #include <linux/limits.h>
 
@@ -226,7 +227,8 @@ out:
  * of its own, which entries name by e_value_inum.  The EA inode counts
  * its references (one per in-inode entry, one per entry in a distinct
  * xattr block, however many inodes share that block), and the owner's
- * i_blocks is charged the value's size in whole blocks, as the kernel's
+ * i_blocks is charged the value's size in whole blocks (clusters, with
+ * bigalloc), as the kernel's
  * quota code charges it.  libext2fs creates and drops EA inodes when a
  * value is set or removed, but leaves both of these to us.
  */
@@ -307,16 +309,32 @@ static int walk_block_refs(struct f4fs *f, ext2_ino_t ino, const char *buf,
 	return walk_ea_refs(f, ino, buf + hlen, f->blocksize - hlen, fn, arg);
 }
 
+/* What an inode's EA-inode values cost it: blocks and references. */
+struct ea_tally {
+	blk64_t blocks;			/* clusters added to its i_blocks */
+	__u64 refs;			/* each costs it an inode in quota */
+};
+
+static uint32_t cluster_bytes(struct f4fs *f)
+{
+	return (uint32_t)f->blocksize << f->fs->cluster_ratio_bits;
+}
+
 static int add_charge(struct f4fs *f, ext2_ino_t ino,
 		      const struct ext2_ext_attr_entry *e, void *arg)
 {
-	*(blk64_t *)arg += (e->e_value_size + f->blocksize - 1) /
-			   f->blocksize;
+	struct ea_tally *t = arg;
+
+	/* whole clusters with bigalloc, as the kernel and e2fsck count */
+	t->blocks += (e->e_value_size + cluster_bytes(f) - 1) /
+		     cluster_bytes(f);
+	t->refs++;
 	return 0;
 }
 
-/* What the inode's EA-inode values add to its i_blocks, in blocks. */
-static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino, blk64_t *blocks)
+/* Tally the inode's EA-inode values, in its body and in its block. */
+static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino,
+			   struct ea_tally *t)
 {
 	struct ext2_inode_large inode;
 	blk64_t blk;
@@ -324,12 +342,120 @@ static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino, blk64_t *blocks)
 	char *buf;
 	int ret;
 
-	*blocks = 0;
+	t->blocks = 0;
+	t->refs = 0;
 	if (!ext2fs_has_feature_ea_inode(f->fs->super))
 		return 0;
-	ret = walk_ibody_refs(f, ino, add_charge, blocks);
+	ret = walk_ibody_refs(f, ino, add_charge, t);
 	if (!ret)
 		ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (inode.i_flags & EXT4_EA_INODE_FL)
+		return 0;
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	if (err)
+		ret = f4_fs_error(f, ino, err, "reading xattr block");
+	else
+		ret = walk_block_refs(f, ino, buf, add_charge, t);
+	free(buf);
+	return ret;
+}
+
+/* How many EA-inode values the inode names (quota.c charges them). */
+int f4_xattr_ea_refs(struct f4fs *f, ext2_ino_t ino, __u64 *refs)
+{
+	struct ea_tally t;
+	int ret;
+
+	ret = ea_inode_charge(f, ino, &t);
+	*refs = ret ? 0 : t.refs;
+	return ret;
+}
+
+/*
+ * Charge the owner for EA-inode values gained, credit it for those lost:
+ * their blocks in i_blocks (which quota.c sees written), and one inode
+ * each in quota, as the kernel charges them and e2fsck counts them.
+ */
+static int ea_inode_recharge(struct f4fs *f, ext2_ino_t ino,
+			     const struct ea_tally *before)
+{
+	struct ext2_inode_large inode;
+	struct ea_tally after;
+	int ret;
+
+	ret = ea_inode_charge(f, ino, &after);
+	if (ret)
+		return ret;
+	if (after.blocks == before->blocks && after.refs == before->refs)
+		return 0;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	f4_quota_ea_inodes(f, ino, &inode,
+			   (int64_t)(after.refs - before->refs));
+	if (after.blocks == before->blocks)
+		return 0;
+	if (after.blocks > before->blocks)
+		ext2fs_iblk_add_blocks(f->fs, (struct ext2_inode *)&inode,
+				       after.blocks - before->blocks);
+	else
+		ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)&inode,
+				       before->blocks - after.blocks);
+	return f4_write_inode(f, ino, &inode);
+}
+
+/*
+ * libext2fs makes EA inodes owned by root with generation 0; the kernel
+ * gives them the owner's uid and gid (its quota code looks there) and a
+ * generation of their own, as any new inode.  Do the same for the ones
+ * just made for ino: named once, and still as libext2fs left them.
+ */
+static int ea_inode_adopt(struct f4fs *f, ext2_ino_t owner,
+			  const struct ext2_ext_attr_entry *e, void *arg)
+{
+	const struct ext2_inode_large *o = arg;
+	ext2_ino_t ea = e->e_value_inum;
+	struct ext2_inode_large ei;
+	int ret;
+
+	if (f4_check_ino(f, ea) || ea == EXT2_ROOT_INO)
+		return 0;
+	ret = f4_read_inode(f, ea, &ei);
+	if (ret)
+		return ret;
+	if (!(ei.i_flags & EXT4_EA_INODE_FL) || ei.i_generation ||
+	    inode_uid(ei) || inode_gid(ei) ||
+	    ext2fs_get_ea_inode_ref((struct ext2_inode *)&ei) != 1)
+		return 0;
+	ei.i_uid = inode_uid(*o);
+	ext2fs_set_i_uid_high(ei, inode_uid(*o) >> 16);
+	ei.i_gid = inode_gid(*o);
+	ext2fs_set_i_gid_high(ei, inode_gid(*o) >> 16);
+	ei.i_generation = f4_next_generation();
+	return f4_write_inode(f, ea, &ei);
+}
+
+static int ea_inodes_adopt(struct f4fs *f, ext2_ino_t ino)
+{
+	struct ext2_inode_large inode;
+	blk64_t blk;
+	errcode_t err;
+	char *buf;
+	int ret;
+
+	if (!ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	ret = f4_read_inode(f, ino, &inode);
+	if (!ret)
+		ret = walk_ibody_refs(f, ino, ea_inode_adopt, &inode);
 	if (ret)
 		return ret;
 	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
@@ -342,31 +468,9 @@ static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino, blk64_t *blocks)
 	if (err)
 		ret = f4_fs_error(f, ino, err, "reading xattr block");
 	else
-		ret = walk_block_refs(f, ino, buf, add_charge, blocks);
+		ret = walk_block_refs(f, ino, buf, ea_inode_adopt, &inode);
 	free(buf);
 	return ret;
-}
-
-/* Charge the owner for EA-inode values gained, credit it for those lost. */
-static int ea_inode_recharge(struct f4fs *f, ext2_ino_t ino, blk64_t before)
-{
-	struct ext2_inode_large inode;
-	blk64_t after;
-	int ret;
-
-	ret = ea_inode_charge(f, ino, &after);
-	if (ret || after == before)
-		return ret;
-	ret = f4_read_inode(f, ino, &inode);
-	if (ret)
-		return ret;
-	if (after > before)
-		ext2fs_iblk_add_blocks(f->fs, (struct ext2_inode *)&inode,
-				       after - before);
-	else
-		ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)&inode,
-				       before - after);
-	return f4_write_inode(f, ino, &inode);
 }
 
 /*
@@ -468,7 +572,7 @@ static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	struct shared_block shared;
 	void *old = NULL;
 	size_t oldlen;
-	blk64_t charge;
+	struct ea_tally charge;
 	errcode_t err;
 	int ret, r, exists;
 
@@ -530,7 +634,125 @@ out:
 		ret = r;
 	free(shared.buf);
 	if (!ret)
-		ret = ea_inode_recharge(f, ino, charge);
+		ret = ea_inode_recharge(f, ino, &charge);
+	if (!ret && value)
+		ret = ea_inodes_adopt(f, ino);
+	return ret;
+}
+
+/* Where one named attribute's value is kept, if in an EA inode. */
+struct ea_probe {
+	const char *name;
+	__u32 size;			/* its size; 0: not in an EA inode */
+};
+
+static const char *const ea_prefix[] = {
+	[1] = "user.", [2] = ACL_ACCESS, [3] = ACL_DEFAULT,
+	[4] = "trusted.", [6] = "security.", [7] = "system.",
+};
+
+static int probe_entry(struct f4fs *f, ext2_ino_t ino,
+		       const struct ext2_ext_attr_entry *e, void *arg)
+{
+	struct ea_probe *p = arg;
+	const char *pre = "";
+	size_t plen;
+
+	if (e->e_name_index < sizeof(ea_prefix) / sizeof(ea_prefix[0]) &&
+	    ea_prefix[e->e_name_index])
+		pre = ea_prefix[e->e_name_index];
+	plen = strlen(pre);
+	if (strncmp(p->name, pre, plen) ||
+	    strlen(p->name + plen) != e->e_name_len ||
+	    memcmp(p->name + plen, (const char *)(e + 1), e->e_name_len))
+		return 0;
+	p->size = e->e_value_size;
+	return 0;
+}
+
+static int ea_probe(struct f4fs *f, ext2_ino_t ino, struct ea_probe *p)
+{
+	struct ext2_inode_large inode;
+	blk64_t blk;
+	errcode_t err;
+	char *buf;
+	int ret;
+
+	p->size = 0;
+	ret = walk_ibody_refs(f, ino, probe_entry, p);
+	if (!ret)
+		ret = f4_read_inode(f, ino, &inode);
+	if (ret || p->size)
+		return ret;
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	if (err)
+		ret = f4_fs_error(f, ino, err, "reading xattr block");
+	else
+		ret = walk_block_refs(f, ino, buf, probe_entry, p);
+	free(buf);
+	return ret;
+}
+
+/*
+ * A value that lands in an EA inode costs the file's owners an inode and
+ * the value's blocks, and the kernel refuses it (EDQUOT) when that passes
+ * a limit binding the caller.  It charges the new value before it lets
+ * go of the old one, so a replacement must fit next to the value it
+ * replaces.  Where the value goes is libext2fs's choice, so the check
+ * follows the change: a value over the limit is taken back, and the old
+ * one (if any) put back in its place.
+ */
+static int put_value_limited(struct f4fs *f, struct f4_cred *cred,
+			     ext2_ino_t ino, const char *name,
+			     const void *value, size_t size, int flags)
+{
+	struct ext2_inode_large inode;
+	struct ea_probe was = { name, 0 }, now = { name, 0 };
+	uint64_t space = 0, inodes = 0;
+	void *old = NULL;
+	size_t oldlen = 0;
+	int ret, r, had;
+
+	if (!ext2fs_has_feature_ea_inode(f->fs->super) ||
+	    !f4_quota_binds(f, cred))
+		return put_value(f, ino, name, value, size, flags);
+	ret = ea_probe(f, ino, &was);
+	if (ret)
+		return ret;
+	ret = get_value(f, ino, name, &old, &oldlen);
+	if (ret && ret != -ENODATA)
+		return ret;
+	had = !ret;
+	ret = put_value(f, ino, name, value, size, flags);
+	if (!ret)
+		ret = ea_probe(f, ino, &now);
+	if (ret || !now.size)
+		goto out;
+	if (was.size) {		/* still charged when the new one was */
+		space = (uint64_t)((was.size + cluster_bytes(f) - 1) /
+				   cluster_bytes(f)) * cluster_bytes(f);
+		inodes = 1;
+	}
+	ret = f4_read_inode(f, ino, &inode);
+	if (!ret)
+		ret = f4_quota_exceeded(f, cred, &inode, space, inodes);
+	if (ret != -EDQUOT)
+		goto out;
+	r = put_value(f, ino, name, had ? (old ? old : "") : NULL, oldlen, 0);
+	if (r) {
+		f4_log(LOG_ERR, "inode %u: xattr %s over quota and could not "
+		       "be taken back: %s", ino, name, strerror(-r));
+		ret = r;
+	}
+out:
+	if (old)
+		ext2fs_free_mem(&old);
 	return ret;
 }
 
@@ -1030,7 +1252,8 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		}
 	}
 	if (stored)
-		ret = put_value(f, ino, name, value ? value : "", size, flags);
+		ret = put_value_limited(f, cred, ino, name, value ? value : "",
+					size, flags);
 	caps_changed(f, ino, name);
 	if (!ret)
 		ret = touch_ctime(f, ino, &inode);
@@ -1154,8 +1377,16 @@ int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 	__u32 count = 0;
 	errcode_t err;
 	char *buf;
+	__u64 refs;
 	int ret = 0;
 
+	if (ea_refs && f->quota) {
+		/* each value it names cost its owners an inode */
+		ret = f4_xattr_ea_refs(f, ino, &refs);
+		if (ret)
+			return ret;
+		f4_quota_ea_inodes(f, ino, inode, -(int64_t)refs);
+	}
 	if (ea_refs) {
 		ret = walk_ibody_refs(f, ino, ea_inode_put, NULL);
 		if (ret)

@@ -585,14 +585,243 @@ def test_project_hard_limits(fs_unmounted, workdir, variant):
     assert q[0] > 200 * 1024 and q[1] == 6, q
 
 
-@pytest.mark.mkfs_opts("-O", "quota,ea_inode")
-def test_quota_with_ea_inode_read_only(fs_unmounted, variant):
-    """e2fsck charges values kept in EA inodes to their file's quota,
-    which fuse4fs does not: that combination is refused read-write, with
-    a message naming it, and mounts read-only."""
+def ea_values_by_owner(root, bs, with_project):
+    """Values of more than a block (kept in EA inodes) per owner: each
+    costs its file's owners an inode in quota, as e2fsck counts."""
+    use = {"user": {}, "group": {}, "project": {}}
+    seen = set()
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            if st.st_ino in seen or os.path.islink(p):
+                continue
+            seen.add(st.st_ino)
+            big = sum(1 for k in os.listxattr(p)
+                      if len(os.getxattr(p, k)) > bs)
+            if not big:
+                continue
+            ids = {"user": st.st_uid, "group": st.st_gid}
+            if with_project:
+                ids["project"] = projid(p)
+            for kind, ident in ids.items():
+                use[kind][ident] = use[kind].get(ident, 0) + big
+    return use
+
+
+def ea_workload(fs, with_project):
+    """Large values set, replaced and removed; files that hold them
+    chowned, moved between projects, hard-linked, unlinked, and unlinked
+    while open."""
+    bs = fs.blocksize
+    big = [f4test.pattern(k * bs + 7, seed=k) for k in range(1, 6)]
+    os.mkdir(fs.path("e"))
+    os.chown(fs.path("e"), USER, GROUP)
+    for i in range(6):
+        p = fs.path("e/f%d" % i)
+        f4test.write_file(p, f4test.pattern(i * 5000, seed=i))
+        os.setxattr(p, "user.big", big[i % 5])
+        os.setxattr(p, "user.small", b"s" * 40)
+    os.setxattr(fs.path("e/f0"), "user.two", big[4])
+    os.setxattr(fs.path("e/f0"), "user.big", big[3])          # replace
+    os.setxattr(fs.path("e/f1"), "user.big", b"now small")     # big->small
+    os.setxattr(fs.path("e/f2"), "user.small", big[1])         # small->big
+    os.removexattr(fs.path("e/f3"), "user.big")
+    os.chown(fs.path("e/f4"), USER, GROUP)
+    os.chown(fs.path("e/f5"), USER + 1, GROUP + 1)
+    os.chown(fs.path("e/f0"), USER + 1, GROUP)
+    os.link(fs.path("e/f4"), fs.path("e/f4link"))
+    os.unlink(fs.path("e/f4"))
+
+    def as_user():
+        p = os.path.join(fs.mnt, "e/mine")
+        f4test.write_file(p, b"m" * 3000)
+        os.setxattr(p, "user.big", big[2])
+        os.setxattr(p, "user.big2", big[0])
+        os.removexattr(p, "user.big2")
+        q = os.path.join(fs.mnt, "e/gone")
+        f4test.write_file(q, b"")
+        os.setxattr(q, "user.big", big[0])
+        os.unlink(q)
+    f4test.run_as(USER, GROUP, as_user)
+    # unlinked while open, the value set through the descriptor
+    fd = os.open(fs.path("e/open"), os.O_CREAT | os.O_RDWR, 0o644)
+    os.fchown(fd, USER, GROUP)
+    os.setxattr(fd, "user.big", big[1])
+    os.unlink(fs.path("e/open"))
+    os.setxattr(fd, "user.big2", big[2])
+    os.close(fd)
+    # equal values in several files, then one changed and one deleted
+    for n in ("s1", "s2", "s3"):
+        f4test.write_file(fs.path("e/" + n), b"")
+        os.chown(fs.path("e/" + n), USER, GROUP)
+        os.setxattr(fs.path("e/" + n), "user.same", big[3])
+    os.setxattr(fs.path("e/s1"), "user.same", big[0])
+    os.unlink(fs.path("e/s2"))
+    if with_project:
+        os.mkdir(fs.path("p"))
+        set_project(fs.path("p"), 42, inherit=True)
+        f4test.write_file(fs.path("p/x"), b"x" * 7000)
+        os.setxattr(fs.path("p/x"), "user.big", big[4])
+        set_project(fs.path("e/f2"), 42)
+        set_project(fs.path("e/s3"), 9)
+        os.chown(fs.path("p/x"), USER, GROUP)
+
+
+def expected_with_ea(fs, with_project):
+    want = usage_by_stat(fs.mnt, with_project)
+    extra = ea_values_by_owner(fs.mnt, fs.blocksize, with_project)
+    for kind, ids in extra.items():
+        for ident, n in ids.items():
+            sp, ino = want[kind][ident]
+            want[kind][ident] = (sp, ino + n)
+    return want, extra
+
+
+@pytest.mark.parametrize("features", [
+    pytest.param(f, marks=pytest.mark.mkfs_opts("-O", f), id=f)
+    for f in ("quota,ea_inode", "quota,project,ea_inode")] + [
+    pytest.param("bigalloc,quota,project,ea_inode", marks=pytest.mark.
+                 mkfs_opts("-O", "bigalloc,quota,project,ea_inode", "-C",
+                           "16384"), id="bigalloc")])
+@pytest.mark.mount_opts("allow_other")
+def test_usage_exact_with_ea_inode(fs_unmounted, variant, features):
+    """Values kept in EA inodes are charged to their file's owners: an
+    inode each, and their blocks (in the file's i_blocks), as the kernel
+    charges them and e2fsck counts.  Read-write now (it was read-only);
+    e2fsck -fn finds the accounting right after a mixed workload."""
     fs = fs_unmounted
-    with pytest.raises(f4test.MountError) as e:
-        fs.mount()
-    assert "quota and ea_inode" in str(e.value) and "-o ro" in str(e.value)
-    fs.mount(["ro"])
-    assert sorted(os.listdir(fs.mnt)) == ["lost+found"]
+    fs.mount()
+    with_project = "project" in features
+    ea_workload(fs, with_project)
+    want, extra = expected_with_ea(fs, with_project)
+    assert extra["user"].get(USER, 0) >= 4, extra
+    fs.unmount()
+    fs.fsck()
+    assert_usage_matches(fs, want)
+    # a second mount: remove it all but one file, chown that one back
+    fs.mount()
+    for n in os.listdir(fs.path("e")):
+        if n != "mine":
+            os.unlink(fs.path("e/" + n))
+    if with_project:
+        shutil.rmtree(fs.path("p"))
+    os.chown(fs.path("e/mine"), 0, 0)
+    want, _ = expected_with_ea(fs, with_project)
+    fs.unmount()
+    fs.fsck()
+    assert_usage_matches(fs, want)
+    assert list_quota(fs.image, "user").get(USER, (0, 0))[:2] == (
+        want["user"].get(USER, (0, 0))), want["user"]
+
+
+@pytest.mark.mkfs_opts("-O", "ea_inode")
+@pytest.mark.mount_opts("allow_other")
+def test_ea_inode_value_limits(fs_unmounted, workdir, variant):
+    """A large value costs an inode and its blocks against the owner's
+    limits, as on ext4: EDQUOT past them, the old value left in place;
+    root is exempt."""
+    fs = fs_unmounted
+    bs_k = 4 if variant == "ext4" else 1
+    # 1 KiB units: user: 6 inodes and 20 blocks' worth of KiB
+    image_with_limits(fs, os.path.join(workdir, "k"), [
+        ("u", USER, 0, 20 * bs_k, 0, 6), ("u", USER + 1, 0, 0, 0, 2),
+        ("g", 1234, 0, 0, 0, 2)])
+    fs.mount()
+    bs = fs.blocksize
+    os.mkdir(fs.path("h"))
+    os.chown(fs.path("h"), USER, GROUP)
+    home = fs.path("h")
+    # h and f: two inodes, two blocks (h's); values: 4 inodes more
+    f = os.path.join(home, "f")
+
+    def setx(name, size, seed):
+        os.setxattr(f, name, f4test.pattern(size, seed=seed))
+
+    def make():
+        f4test.write_file(f, b"")
+        for i in range(4):
+            setx("user.v%d" % i, 2 * bs, i)
+    f4test.run_as(USER, GROUP, make)
+    assert f4test.errno_as(USER, GROUP, setx, "user.v4", 2 * bs,
+                           9) == errno.EDQUOT
+    assert "user.v4" not in os.listxattr(f)
+    # ext4 charges a new value before it lets go of the one it replaces:
+    # at the inode limit, a replacement is refused too
+    assert f4test.errno_as(USER, GROUP, setx, "user.v0", 3 * bs,
+                           10) == errno.EDQUOT
+    assert os.getxattr(f, "user.v0") == f4test.pattern(2 * bs, seed=0)
+    assert f4test.errno_as(USER, GROUP, os.removexattr, f, "user.v3") == 0
+    # blocks: 1 (h) + 3 * 2; 5 more next to the 2 replaced are fine
+    assert f4test.errno_as(USER, GROUP, setx, "user.v0", 5 * bs, 10) == 0
+    # 1 + 5 + 2 + 2 = 10; 12 in place of 2 ends at 20, the limit, but
+    # needs 22 on the way
+    assert f4test.errno_as(USER, GROUP, setx, "user.v1", 12 * bs,
+                           11) == errno.EDQUOT
+    assert os.getxattr(f, "user.v1") == f4test.pattern(2 * bs, seed=1)
+    assert f4test.errno_as(USER, GROUP, setx, "user.v1", 10 * bs, 11) == 0
+    # root may
+    setx("user.v4", 2 * bs, 12)
+    # USER+1 has room for 2 inodes: one file and one value
+    os.mkdir(fs.path("o"))
+    os.chmod(fs.path("o"), 0o777)
+    f4test.write_file(fs.path("o/one"), b"")
+    os.chown(fs.path("o/one"), USER + 1, GROUP)
+    os.setxattr(fs.path("o/one"), "user.v", f4test.pattern(2 * bs))
+    assert f4test.errno_as(USER + 1, GROUP, os.setxattr,
+                           fs.path("o/one"), "user.w",
+                           f4test.pattern(2 * bs)) == errno.EDQUOT
+    # chgrp takes the values' inodes along: group 1234 has room for 2,
+    # a file with two values is 3
+    g = os.path.join(home, "g")
+    f4test.write_file(g, b"")
+    os.chown(g, USER, GROUP)
+    os.setxattr(g, "user.a", f4test.pattern(bs + 1))
+    os.setxattr(g, "user.b", f4test.pattern(bs + 2))
+    assert f4test.errno_as(USER, GROUP, os.chown, g, -1, 1234,
+                           groups=(1234,)) == errno.EDQUOT
+    os.removexattr(g, "user.b")
+    assert f4test.errno_as(USER, GROUP, os.chown, g, -1, 1234,
+                           groups=(1234,)) == 0
+    fs.unmount()
+    fs.fsck()
+    q = list_quota(fs.image, "user")
+    assert list_quota(fs.image, "group")[1234][1] == 2
+    assert q[USER][1] == 8 and q[USER + 1][1] == 2, q
+    assert q[USER][0] == (1 + 5 + 10 + 2 + 2 + 2) * bs, q
+
+
+@pytest.mark.mkfs_opts("-O", "quota,project,ea_inode")
+def test_ea_inode_orphan_quota(fs_unmounted, variant):
+    """kill -9 while a file with values in EA inodes is open and unlinked:
+    the next mount frees it and gives its owners back the file, its
+    blocks and the values' inodes; e2fsck -fn agrees."""
+    from test_orphans import crash_daemon, hold_after
+    fs = fs_unmounted
+    fs.mount()
+    bs = fs.blocksize
+    f4test.write_file(fs.path("keep"), b"k" * 3000)
+    os.chown(fs.path("keep"), USER, GROUP)
+    os.setxattr(fs.path("keep"), "user.big", f4test.pattern(2 * bs))
+
+    def setup():
+        p = fs.path("victim")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.fchown(fd, USER, GROUP)
+        os.write(fd, f4test.pattern(3 * bs, seed=3))
+        os.setxattr(p, "user.big", f4test.pattern(2 * bs + 3, seed=4))
+        os.setxattr(p, "user.big2", f4test.pattern(bs + 3, seed=5))
+        os.unlink(p)
+        os.fsync(fd)
+        fd2 = os.open(fs.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd2)
+        os.close(fd2)
+    pid = hold_after(setup)
+    crash_daemon(fs, holders=[pid])
+    fs.mount()
+    assert sorted(os.listdir(fs.mnt)) == ["keep", "lost+found"]
+    want, _ = expected_with_ea(fs, True)
+    fs.unmount()
+    fs.fsck()
+    assert_usage_matches(fs, want)
+    assert list_quota(fs.image, "user")[USER][1] == 2

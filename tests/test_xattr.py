@@ -610,6 +610,9 @@ EA_GEOMS = [
                  id="ea-4k"),
     pytest.param("ext4-1k", marks=pytest.mark.mkfs_opts("-O", "ea_inode"),
                  id="ea-1k"),
+    # values are charged in whole clusters there
+    pytest.param("ext4", marks=pytest.mark.mkfs_opts(
+        "-O", "ea_inode,bigalloc", "-C", "16384"), id="ea-4k-bigalloc"),
 ]
 
 
@@ -900,3 +903,142 @@ def test_ea_inode_kernel_orphan_recovered(fs_factory, fs_unmounted,
     assert re.search(r"orphan cleanup: 1 inode", log), log
     assert os.listdir(fs.mnt) == ["lost+found"]
     assert _counts(fs.mnt) == free0
+
+
+EXT4_EA_INODE_FL = 0x00200000
+
+
+def ea_inodes(image, last=80):
+    """The image's EA inodes among the first inode numbers: {ino: dict of
+    uid, gid, mode, flags, generation, links, ref} (debugfs stat)."""
+    out = f4test.debugfs(image, *["stat <%d>" % i for i in range(12, last)])
+    res = {}
+    for part in re.split(r"(?m)^(?=Inode: \d+)", out):
+        m = re.match(r"Inode: (\d+)\s+Type: \S+\s+Mode:\s+(\d+)\s+"
+                     r"Flags: (0x[0-9a-f]+)", part)
+        if not m:
+            continue
+        flags = int(m.group(3), 16)
+        links = int(re.search(r"Links: (\d+)", part).group(1))
+        if not flags & EXT4_EA_INODE_FL or not links:
+            continue
+        gen = re.search(r"Generation: (\d+)\s+Version: 0x([0-9a-f]+)"
+                        r"(?::([0-9a-f]+))?", part)
+        ug = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", part)
+        ctime = re.search(r"ctime: 0x([0-9a-f]+)", part)
+        low = int(gen.group(3) or gen.group(2), 16)
+        res[int(m.group(1))] = {
+            "uid": int(ug.group(1)), "gid": int(ug.group(2)),
+            "mode": m.group(2), "flags": flags,
+            "generation": int(gen.group(1)), "links": links,
+            "ref": (int(ctime.group(1), 16) << 32) | low}
+    return res
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_owned_like_kernel(fs_factory, fs_unmounted, variant):
+    """EA inodes made here look like the kernel's: the owner's uid and
+    gid (where the kernel's quota code looks), a generation of their own,
+    mode 0600 and the EA_INODE flag; libext2fs left them root's with
+    generation 0."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    write_file(os.path.join(k.mnt, "kf"), b"")
+    os.chown(os.path.join(k.mnt, "kf"), 1000, 1001)
+    os.setxattr(os.path.join(k.mnt, "kf"), "user.big", pattern(2 * bs, 1))
+    k.unmount()
+    kernel = ea_inodes(fs.image)
+    assert len(kernel) == 1, kernel
+    kea = list(kernel.values())[0]
+    fs.mount()
+    for n, (uid, gid) in {"f": (1000, 1001), "g": (2000, 3000)}.items():
+        write_file(fs.path(n), b"")
+        os.chown(fs.path(n), uid, gid)
+        os.setxattr(fs.path(n), "user.big", pattern(2 * bs + 1, 2))
+    os.setxattr(fs.path("g"), "user.big", pattern(3 * bs, 3))   # replace
+    fs.unmount()
+    fs.fsck()
+    here = {i: v for i, v in ea_inodes(fs.image).items() if i not in kernel}
+    assert len(here) == 2, here
+    owners = sorted((v["uid"], v["gid"]) for v in here.values())
+    assert owners == [(1000, 1001), (2000, 3000)], here
+    for v in here.values():
+        assert v["generation"] != 0, v
+        for key in ("mode", "flags", "links", "ref"):
+            assert v[key] == kea[key], (key, v, kea)
+    # the kernel reads, replaces and removes them
+    k.mount()
+    assert os.getxattr(os.path.join(k.mnt, "f"), "user.big") == \
+        pattern(2 * bs + 1, 2)
+    assert os.getxattr(os.path.join(k.mnt, "g"), "user.big") == \
+        pattern(3 * bs, 3)
+    os.setxattr(os.path.join(k.mnt, "f"), "user.big", pattern(bs + 9, 4))
+    os.removexattr(os.path.join(k.mnt, "g"), "user.big")
+    k.unmount()
+    k.fsck()
+    assert set(ea_inodes(fs.image)) - set(kernel) - set(here), \
+        "the kernel did not replace f's value"
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_equal_values_here(fs):
+    """Files given identical large values here: changing or deleting one
+    leaves the others' values whole."""
+    bs = sb_blocksize(fs)
+    v = pattern(3 * bs + 17, 5)
+    for n in "abc":
+        write_file(fs.path(n), b"")
+        os.setxattr(fs.path(n), "user.same", v)
+        os.setxattr(fs.path(n), "user.also", v)
+    os.setxattr(fs.path("a"), "user.same", pattern(bs * 2, 6))
+    os.removexattr(fs.path("b"), "user.same")
+    os.unlink(fs.path("c"))
+    fs.remount()
+    assert _ea_dump(fs.mnt) == {
+        "a": {"user.same": pattern(bs * 2, 6), "user.also": v},
+        "b": {"user.also": v}}
+    os.unlink(fs.path("a"))
+    fs.remount()
+    assert _ea_dump(fs.mnt) == {"b": {"user.also": v}}
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_kernel_shared_value(fs_factory, fs_unmounted, variant):
+    """The kernel writes one EA inode for equal values of several files
+    (reference count > 1).  Replacing or removing one file's value here
+    drops one reference and leaves the others' value whole."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    v = pattern(2 * bs + 40, 7)
+    for n in "pqrs":
+        write_file(os.path.join(k.mnt, n), b"")
+        os.setxattr(os.path.join(k.mnt, n), "user.v", v)
+    k.unmount()
+    k.fsck()
+    shared = [i for i, e in ea_inodes(fs.image).items() if e["ref"] == 4]
+    assert len(shared) == 1, ea_inodes(fs.image)
+    ino = shared[0]
+    fs.mount()
+    os.setxattr(fs.path("p"), "user.v", pattern(3 * bs, 8))
+    os.removexattr(fs.path("q"), "user.v")
+    os.unlink(fs.path("r"))
+    want = {"p": {"user.v": pattern(3 * bs, 8)}, "q": {}, "s": {"user.v": v}}
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    assert ea_inodes(fs.image)[ino]["ref"] == 1
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    os.setxattr(os.path.join(k.mnt, "q"), "user.v", v)   # shares it again
+    k.unmount()
+    k.fsck()
+    fs.mount()
+    want["q"] = {"user.v": v}
+    assert _ea_dump(fs.mnt) == want
+    os.unlink(fs.path("s"))
+    os.removexattr(fs.path("q"), "user.v")
+    fs.unmount()
+    fs.fsck()
+    assert ino not in ea_inodes(fs.image)

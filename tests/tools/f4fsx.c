@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -45,8 +46,21 @@
 enum {
 	OP_READ, OP_WRITE, OP_APPEND, OP_MAPREAD, OP_MAPWRITE, OP_TRUNCATE,
 	OP_FALLOC, OP_FKEEP, OP_PUNCH, OP_ZERO, OP_ZEROKEEP,
-	OP_FSYNC, OP_FDATASYNC, OP_REOPEN, OP_SEEK, OP_NR
+	OP_FSYNC, OP_FDATASYNC, OP_REOPEN, OP_SEEK,
+	OP_DREAD, OP_DWRITE, OP_COLLAPSE, OP_INSERT, OP_REMOUNT,
+	OP_PBURST, OP_FRAG,		/* generators: expand into other ops */
+	OP_NR
 };
+
+#ifndef FALLOC_FL_COLLAPSE_RANGE
+#define FALLOC_FL_COLLAPSE_RANGE	0x08
+#endif
+#ifndef FALLOC_FL_INSERT_RANGE
+#define FALLOC_FL_INSERT_RANGE		0x20
+#endif
+
+#define DIO_ALIGN	512		/* O_DIRECT offsets, lengths, buffers */
+#define MAX_PENDING	8192		/* ops a generator may queue */
 
 /* Which arguments follow "NAME FILE" in the text form of an op. */
 enum { A_NONE, A_SIZE, A_OFFLEN, A_OFFLENDATA, A_LENDATA, A_OFFWALK };
@@ -78,7 +92,23 @@ static struct opinfo optab[OP_NR] = {
 	[OP_FDATASYNC]	= { "fdatasync",  2, A_NONE,	   -1 },
 	[OP_REOPEN]	= { "reopen",	  3, A_NONE,	   -1 },
 	[OP_SEEK]	= { "seek",	  6, A_OFFWALK,	   -1 },
+	[OP_DREAD]	= { "dread",	  4, A_OFFLEN,	   -1 },
+	[OP_DWRITE]	= { "dwrite",	  4, A_OFFLENDATA, -1 },
+	[OP_COLLAPSE]	= { "collapse",	  2, A_OFFLEN,
+			    FALLOC_FL_COLLAPSE_RANGE },
+	[OP_INSERT]	= { "insert",	  2, A_OFFLEN,
+			    FALLOC_FL_INSERT_RANGE },
+	/* weight set by --remount-cmd; never without a command to run */
+	[OP_REMOUNT]	= { "remount",	  0, A_NONE,	   -1 },
+	[OP_PBURST]	= { "pburst",	  1, A_NONE,	   -1 },
+	[OP_FRAG]	= { "frag",	  1, A_NONE,	   -1 },
 };
+
+/* Generator pseudo-ops never reach a log, a history or a file system. */
+static int is_generator(int t)
+{
+	return t == OP_PBURST || t == OP_FRAG;
+}
 
 /*
  * One operation.  off is the offset (the new size for truncate, the old
@@ -100,6 +130,7 @@ struct mfile {
 	uint64_t	size;
 	int		fd;		/* O_RDWR */
 	int		afd;		/* O_APPEND, opened on demand */
+	int		dfd;		/* O_DIRECT, opened on demand */
 	char		*path;
 };
 
@@ -123,9 +154,19 @@ static struct {
 	const char	*check_model;
 	uint64_t	inject_op;
 	const char	*inject_kind;
+	int		unsupported[OP_NR];	/* -U: must fail EOPNOTSUPP */
+	const char	*unsupported_arg;
+	const char	*remount_cmd;
+	const char	*fresh_cmd;
+	int		reduce;
+	double		reduce_time;
+	const char	*reduce_out;
+	uint64_t	remount_every;	/* -M: mean ops between remounts */
+	int		reduce_child;	/* replay skips ops that do not fit */
+	const char	*self;		/* argv[0], for the reduction replays */
 } cfg = {
 	.nops = 10000, .nfiles = 1, .maxlen = 256 * 1024, .maxop = 64 * 1024,
-	.bs = 4096, .dir = NULL,
+	.bs = 4096, .dir = NULL, .reduce_time = 300,
 };
 
 static struct mfile *files;
@@ -413,10 +454,14 @@ static void fail_header(void)
 	}
 }
 
+static void reduce(void);
+
 static void fail_footer(void)
 {
 	print_history();
 	print_repro();
+	if (cfg.reduce && !cfg.reduce_child)
+		reduce();
 	if (hlog)
 		fclose(hlog);
 	if (oplogf)
@@ -546,6 +591,14 @@ static void model_zero(struct mfile *m, uint64_t off, uint64_t end)
 		m->who[i] = cur_op;
 }
 
+/* Move model bytes (and who set them) from [from, from + n) to to. */
+static void model_shift(struct mfile *m, uint64_t from, uint64_t to,
+			uint64_t n)
+{
+	memmove(m->data + to, m->data + from, n);
+	memmove(m->who + to, m->who + from, n * sizeof(*m->who));
+}
+
 /* Apply the effect of a (successful) op to the model. */
 static void model_apply(const struct op *op)
 {
@@ -556,6 +609,7 @@ static void model_apply(const struct op *op)
 	case OP_WRITE:
 	case OP_APPEND:
 	case OP_MAPWRITE:
+	case OP_DWRITE:
 		model_set(m, op->off, op->len, op->dseed);
 		break;
 	case OP_TRUNCATE:
@@ -576,6 +630,16 @@ static void model_apply(const struct op *op)
 		model_zero(m, op->off, end);
 		if (end > m->size)
 			m->size = end;
+		break;
+	case OP_COLLAPSE:
+		model_shift(m, end, op->off, m->size - end);
+		model_zero(m, m->size - op->len, m->size);
+		m->size -= op->len;
+		break;
+	case OP_INSERT:
+		model_shift(m, op->off, end, m->size - op->off);
+		model_zero(m, op->off, end);
+		m->size += op->len;
 		break;
 	default:
 		break;
@@ -655,6 +719,7 @@ static void open_file(unsigned fi, int create)
 		fail("open %s: %s (%s)", m->path, strerror(errno),
 		     errname(errno));
 	m->afd = -1;
+	m->dfd = -1;
 }
 
 static void close_file(unsigned fi)
@@ -663,9 +728,11 @@ static void close_file(unsigned fi)
 
 	if (m->afd >= 0 && close(m->afd))
 		fail_errno("close (O_APPEND descriptor)", errno);
+	if (m->dfd >= 0 && close(m->dfd))
+		fail_errno("close (O_DIRECT descriptor)", errno);
 	if (close(m->fd))
 		fail_errno("close", errno);
-	m->fd = m->afd = -1;
+	m->fd = m->afd = m->dfd = -1;
 }
 
 static uint64_t read_full(int fd, unsigned char *buf, uint64_t len,
@@ -922,17 +989,95 @@ static void do_mapwrite(const struct op *op)
 		fail_errno("munmap", errno);
 }
 
-static void do_fallocate(const struct op *op)
+/*
+ * Returns 1 if the op took effect, 0 if it failed as -U said it must
+ * (EOPNOTSUPP, and the file must not change: the caller skips the model
+ * update and every later check compares against the unchanged model).
+ */
+static int do_fallocate(const struct op *op)
 {
 	const struct opinfo *oi = &optab[op->type];
+	int r = fallocate(files[op->file].fd, oi->fmode, op->off, op->len);
 
-	if (!fallocate(files[op->file].fd, oi->fmode, op->off, op->len))
-		return;
+	if (cfg.unsupported[op->type]) {
+		if (r)
+			r = errno;
+		if (r == EOPNOTSUPP)
+			return 0;
+		fail("fallocate mode 0x%x (%s) on %s %s; -U %s says it must "
+		     "fail with EOPNOTSUPP and change nothing", oi->fmode,
+		     oi->name, files[op->file].path,
+		     r ? "failed with another error" : "succeeded", oi->name);
+	}
+	if (!r)
+		return 1;
 	if (errno == EOPNOTSUPP)
 		fail("fallocate mode 0x%x (%s) returned EOPNOTSUPP; if the "
 		     "file system is not expected to support it, disable the "
-		     "op with -x %s", oi->fmode, oi->name, oi->name);
+		     "op with -x %s (or -U %s to require EOPNOTSUPP)",
+		     oi->fmode, oi->name, oi->name, oi->name);
 	fail_errno("fallocate", errno);
+	return 0;
+}
+
+/*
+ * One O_DIRECT pread: a short read at EOF leaves the next offset
+ * unaligned, which O_DIRECT refuses, so no loop as in read_full.
+ */
+static uint64_t read_direct(int fd, uint64_t len, uint64_t off)
+{
+	ssize_t r;
+
+	do
+		r = pread(fd, iobuf, len, off);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		fail_errno("O_DIRECT pread", errno);
+	return r;
+}
+
+static int direct_fd(unsigned fi)
+{
+	struct mfile *m = &files[fi];
+
+	if (m->dfd < 0) {
+		m->dfd = open(m->path, O_RDWR | O_DIRECT);
+		if (m->dfd < 0)
+			fail("open %s O_DIRECT: %s (%s); disable with -x "
+			     "dread,dwrite", m->path, strerror(errno),
+			     errname(errno));
+	}
+	return m->dfd;
+}
+
+/*
+ * Close every file, run the remount command (it unmounts, runs e2fsck -fn
+ * and mounts again), reopen and check every file in full against the
+ * model: what survives a remount is what was on disk.
+ */
+static void do_remount(void)
+{
+	static char when[64];
+	unsigned i;
+	int st;
+
+	for (i = 0; i < cfg.nfiles; i++)
+		close_file(i);
+	fflush(stdout);
+	fflush(stderr);
+	st = system(cfg.remount_cmd);
+	if (st)
+		fail("remount command '%s' failed (status 0x%x): unmount, "
+		     "e2fsck -fn or mount went wrong, see its output above",
+		     cfg.remount_cmd, st);
+	snprintf(when, sizeof(when), "check after the remount at op %"
+		 PRIu64, cur_op);
+	for (i = 0; i < cfg.nfiles; i++)
+		open_file(i, 0);
+	phase = when;
+	for (i = 0; i < cfg.nfiles; i++)
+		check_file(i, when);
+	phase = NULL;
 }
 
 /* Run one op against the file system, check it, then update the model. */
@@ -986,7 +1131,29 @@ static void run_op(struct op *op)
 	case OP_PUNCH:
 	case OP_ZERO:
 	case OP_ZEROKEEP:
-		do_fallocate(op);
+	case OP_COLLAPSE:
+	case OP_INSERT:
+		if (!do_fallocate(op)) {
+			check_size(op->file, "after a refused fallocate");
+			return;
+		}
+		break;
+	case OP_DREAD:
+		got = read_direct(direct_fd(op->file), op->len, op->off);
+		want = op->off >= m->size ? 0 : min64(op->len,
+						      m->size - op->off);
+		if (got != want)
+			fail("O_DIRECT read returned %" PRIu64 " bytes, "
+			     "expected %" PRIu64 " (model size %" PRIu64 ")",
+			     got, want, m->size);
+		check_data(op->file, "O_DIRECT pread", op->off, iobuf, got);
+		break;
+	case OP_DWRITE:
+		fill_pattern(iobuf, op->dseed, op->off, op->len);
+		write_full(direct_fd(op->file), iobuf, op->len, op->off, 0);
+		break;
+	case OP_REMOUNT:
+		do_remount();
 		break;
 	case OP_FSYNC:
 		if (fsync(m->fd))
@@ -1122,6 +1289,131 @@ static uint32_t pick_dseed(void)
 	return s;
 }
 
+/* Ops queued by a generator, handed out before any new random op. */
+static struct op pending[MAX_PENDING];
+static unsigned npending, pending_next;
+
+static void queue_op(int type, unsigned fi, uint64_t off, uint64_t len,
+		     uint32_t dseed)
+{
+	struct op *op;
+
+	if (npending == MAX_PENDING)
+		return;
+	op = &pending[npending++];
+	memset(op, 0, sizeof(*op));
+	op->type = type;
+	op->file = fi;
+	op->off = off;
+	op->len = len;
+	op->dseed = dseed;
+}
+
+/* Fisher-Yates shuffle of the block order of a generator. */
+static void shuffle(uint32_t *v, uint32_t n)
+{
+	uint32_t i, j, t;
+
+	for (i = n; i > 1; i--) {
+		j = rnd_below(i);
+		t = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
+/*
+ * pburst: preallocate a block-aligned region (fallocate, with or without
+ * KEEP_SIZE), then write each of its blocks once, in random order, then
+ * read the region back: the fio randwrite pattern that lost data when
+ * unwritten extents were converted block by block.
+ */
+static void gen_pburst(unsigned fi)
+{
+	uint64_t bs = cfg.bs, nb_max = cfg.maxlen / bs, nb, start, i;
+	uint32_t *order;
+	int ft;
+
+	if (nb_max < 2)
+		return;
+	nb = 2 + rnd_below(min64(nb_max - 1, MAX_PENDING / 2 - 4));
+	start = rnd_below(nb_max - nb + 1) * bs;
+	ft = rnd_below(2) ? OP_FALLOC : OP_FKEEP;
+	if (cfg.disabled[ft])
+		ft = ft == OP_FALLOC ? OP_FKEEP : OP_FALLOC;
+	if (!cfg.disabled[ft])
+		queue_op(ft, fi, start, nb * bs, 0);
+	order = xcalloc(nb, sizeof(*order));
+	for (i = 0; i < nb; i++)
+		order[i] = i;
+	shuffle(order, nb);
+	for (i = 0; i < nb; i++)
+		queue_op(OP_WRITE, fi, start + order[i] * bs, bs,
+			 pick_dseed() | 1);
+	free(order);
+	queue_op(OP_READ, fi, start, nb * bs, 0);
+}
+
+/*
+ * frag: small writes to every other block of a region, in random order,
+ * so the file gets one extent per write: enough of them split extent
+ * leaves and then index blocks (about 340 extents a 4 KiB leaf, 84 a
+ * 1 KiB one; the inode holds 4).
+ */
+static void gen_frag(unsigned fi)
+{
+	uint64_t bs = cfg.bs, slots = cfg.maxlen / (2 * bs), n, start, i;
+	uint32_t *order;
+
+	if (!slots)
+		return;
+	n = 1 + rnd_below(min64(slots, MAX_PENDING - 2));
+	start = rnd_below(slots - n + 1) * 2 * bs;
+	order = xcalloc(n, sizeof(*order));
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	shuffle(order, n);
+	for (i = 0; i < n; i++)
+		queue_op(OP_WRITE, fi, start + order[i] * 2 * bs,
+			 1 + rnd_below(bs), pick_dseed() | 1);
+	free(order);
+}
+
+/* A block-aligned collapse or insert that the model allows, or 0. */
+static int gen_shift(struct op *op, uint64_t size)
+{
+	uint64_t bs = cfg.bs, lim, nb, mo = max64(cfg.maxop / bs, 1);
+
+	if (op->type == OP_COLLAPSE) {
+		/* off + len must end on a block boundary below the size */
+		lim = size ? (size - 1) / bs : 0;
+		if (!lim)
+			return 0;
+		nb = 1 + rnd_below(min64(lim, mo));
+		op->off = rnd_below(lim - nb + 1) * bs;
+		op->len = nb * bs;
+		return 1;
+	}
+	/* insert: off inside the file, the result within maxlen */
+	lim = (cfg.maxlen - size) / bs;
+	if (!size || !lim)
+		return 0;
+	op->off = rnd_below((size - 1) / bs + 1) * bs;
+	op->len = (1 + rnd_below(min64(lim, mo))) * bs;
+	return 1;
+}
+
+/* An O_DIRECT range: DIO_ALIGN-aligned offset and length. */
+static void gen_direct(struct op *op, uint64_t size)
+{
+	uint64_t slots = cfg.maxlen / DIO_ALIGN, len;
+
+	op->off = pick_off(cfg.maxlen, size) / DIO_ALIGN * DIO_ALIGN;
+	len = (pick_len() + DIO_ALIGN - 1) / DIO_ALIGN;
+	len = min64(max64(len, 1), slots - op->off / DIO_ALIGN);
+	op->len = len * DIO_ALIGN;
+}
+
 static void gen_op(struct op *op)
 {
 	struct mfile *m;
@@ -1129,8 +1421,26 @@ static void gen_op(struct op *op)
 	int t;
 
 	memset(op, 0, sizeof(*op));
+	/* -M: a remount may come anywhere, in a generator's burst too */
+	if (cfg.remount_every && !cfg.disabled[OP_REMOUNT] &&
+	    !rnd_below(cfg.remount_every)) {
+		op->type = OP_REMOUNT;
+		return;
+	}
 again:
+	if (pending_next < npending) {
+		*op = pending[pending_next++];
+		return;
+	}
+	npending = pending_next = 0;
 	t = pick_type();
+	if (is_generator(t)) {
+		if (t == OP_PBURST)
+			gen_pburst(rnd_below(cfg.nfiles));
+		else
+			gen_frag(rnd_below(cfg.nfiles));
+		goto again;
+	}
 	op->file = rnd_below(cfg.nfiles);
 	m = &files[op->file];
 	size = m->size;
@@ -1172,6 +1482,18 @@ again:
 	case OP_FSYNC:
 	case OP_FDATASYNC:
 	case OP_REOPEN:
+	case OP_REMOUNT:
+		break;
+	case OP_DREAD:
+	case OP_DWRITE:
+		if (maxlen < DIO_ALIGN)
+			goto again;
+		gen_direct(op, size);
+		break;
+	case OP_COLLAPSE:
+	case OP_INSERT:
+		if (!gen_shift(op, size))
+			goto again;
 		break;
 	default:	/* write and the fallocate modes */
 		op->off = pick_off(maxlen, size);
@@ -1182,15 +1504,17 @@ again:
 		op->dseed = pick_dseed();
 }
 
-/* Reject a replayed op this model cannot hold. */
-static void validate_op(const struct op *op, uint64_t lineno)
+/*
+ * Whether a replayed op fits the model: 0 if it does.  An op log cut down
+ * by the reducer can hold ops that no longer fit (a collapse beyond a size
+ * that an op removed from the log would have made); a reduction replay
+ * skips those, any other replay stops.
+ */
+static int op_misfit(const struct op *op, uint64_t *endp)
 {
-	uint64_t size, end = op->off + op->len;
+	uint64_t size = files[op->file].size, end = op->off + op->len;
+	uint64_t bs = cfg.bs;
 
-	if (op->file >= cfg.nfiles)
-		die("replay line %" PRIu64 ": file %u, log has %u files",
-		    lineno, op->file, cfg.nfiles);
-	size = files[op->file].size;
 	switch (optab[op->type].args) {
 	case A_SIZE:
 		end = op->off;
@@ -1200,8 +1524,58 @@ static void validate_op(const struct op *op, uint64_t lineno)
 		break;
 	case A_OFFWALK:
 	case A_NONE:
-		return;
+		return op->type == OP_REMOUNT && !cfg.remount_cmd ? 4 : 0;
 	}
+	*endp = end;
+	if (end > cfg.maxlen || end < op->off)
+		return 1;
+	if ((op->type == OP_MAPREAD || op->type == OP_MAPWRITE) &&
+	    (end > size || !op->len))
+		return 2;
+	if (optab[op->type].fmode >= 0 && !op->len)
+		return 3;
+	if ((op->type == OP_DREAD || op->type == OP_DWRITE) &&
+	    (op->off % DIO_ALIGN || op->len % DIO_ALIGN))
+		return 5;
+	if ((op->type == OP_COLLAPSE || op->type == OP_INSERT) &&
+	    (op->off % bs || op->len % bs))
+		return 6;
+	if (op->type == OP_COLLAPSE && end >= size)
+		return 7;
+	if (op->type == OP_INSERT && (op->off >= size ||
+				      size + op->len > cfg.maxlen))
+		return 8;
+	return 0;
+}
+
+/* Reject a replayed op this model cannot hold; 1: skip it. */
+static int validate_op(const struct op *op, uint64_t lineno)
+{
+	uint64_t size, end = op->off + op->len;
+	int why;
+
+	if (op->file >= cfg.nfiles)
+		die("replay line %" PRIu64 ": file %u, log has %u files",
+		    lineno, op->file, cfg.nfiles);
+	why = op_misfit(op, &end);
+	if (!why)
+		return 0;
+	if (cfg.reduce_child)
+		return 1;
+	if (why == 4)
+		die("replay line %" PRIu64 ": remount op but no --remount-cmd",
+		    lineno);
+	if (why >= 5)
+		die("replay line %" PRIu64 ": %s range [%" PRIu64 ", %" PRIu64
+		    ") is not aligned or does not fit the file (size %" PRIu64
+		    ", block size -b %" PRIu64 ")", lineno,
+		    optab[op->type].name, op->off, end,
+		    files[op->file].size, cfg.bs);
+
+	if (op->file >= cfg.nfiles)
+		die("replay line %" PRIu64 ": file %u, log has %u files",
+		    lineno, op->file, cfg.nfiles);
+	size = files[op->file].size;
 	if (end > cfg.maxlen || end < op->off)
 		die("replay line %" PRIu64 ": range ends at %" PRIu64
 		    ", beyond the model's maximum length %" PRIu64, lineno, end,
@@ -1213,6 +1587,7 @@ static void validate_op(const struct op *op, uint64_t lineno)
 		    lineno, op->off, end, size);
 	if (optab[op->type].fmode >= 0 && !op->len)
 		die("replay line %" PRIu64 ": fallocate with length 0", lineno);
+	return 1;
 }
 
 /* ---- self-test hook ---------------------------------------------------- */
@@ -1324,8 +1699,8 @@ static void probe_seek_data(unsigned char *buf)
 static int probe(void)
 {
 	static const int ops[] = { OP_FALLOC, OP_FKEEP, OP_PUNCH, OP_ZERO,
-				   OP_ZEROKEEP };
-	char path[4096], unsupported[128] = "";
+				   OP_ZEROKEEP, OP_COLLAPSE, OP_INSERT };
+	char path[4096], unsupported[256] = "";
 	unsigned char *buf;
 	unsigned i;
 	int fd, bad = 0;
@@ -1364,6 +1739,228 @@ static int probe(void)
 	return bad ? 1 : 0;
 }
 
+/* ---- reduction ---------------------------------------------------------- */
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void write_oplog_header(FILE *f)
+{
+	fprintf(f, LOG_VERSION " nfiles %u maxlen %" PRIu64 " seed %" PRIu64
+		" bs %" PRIu64 "\n", cfg.nfiles, cfg.maxlen, cfg.seed, cfg.bs);
+}
+
+static void write_subset(const char *path, const uint32_t *idx, uint64_t n)
+{
+	FILE *f = fopen(path, "w");
+	char buf[160];
+	uint64_t i;
+
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	write_oplog_header(f);
+	for (i = 0; i < n; i++) {
+		format_op(&hist[idx[i]], buf, sizeof(buf));
+		fprintf(f, "%s\n", buf);
+	}
+	if (fclose(f))
+		die("%s: %s", path, strerror(errno));
+}
+
+static uint64_t reduce_runs;
+
+/*
+ * Replay ops idx[0..n) of the history on a fresh file system (made by
+ * --fresh-cmd) in a child f4fsx; 1 if that run fails (exit status 1).
+ */
+static int reduce_try(const char *logpath, const uint32_t *idx, uint64_t n,
+		      int show)
+{
+	char bsarg[32];
+	const char *argv[24];
+	int argc = 0, st, fd;
+	pid_t pid;
+
+	write_subset(logpath, idx, n);
+	fflush(stdout);
+	fflush(stderr);
+	reduce_runs++;
+	st = system(cfg.fresh_cmd);
+	if (st)
+		die("reduce: fresh command '%s' failed (status 0x%x)",
+		    cfg.fresh_cmd, st);
+	snprintf(bsarg, sizeof(bsarg), "%" PRIu64, cfg.bs);
+	argv[argc++] = cfg.self;
+	argv[argc++] = "--replay";
+	argv[argc++] = logpath;
+	argv[argc++] = "--reduce-child";
+	argv[argc++] = "-b";
+	argv[argc++] = bsarg;
+	if (cfg.unsupported_arg) {
+		argv[argc++] = "-U";
+		argv[argc++] = cfg.unsupported_arg;
+	}
+	if (cfg.disabled[OP_SEEK]) {
+		argv[argc++] = "-x";
+		argv[argc++] = "seek";
+	}
+	if (cfg.remount_cmd) {
+		argv[argc++] = "--remount-cmd";
+		argv[argc++] = cfg.remount_cmd;
+	}
+	argv[argc++] = cfg.dir;
+	argv[argc] = NULL;
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (!pid) {
+		if (!show) {
+			fd = open("/dev/null", O_WRONLY);
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		alarm(600);
+		execv(cfg.self, (char **)argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &st, 0) < 0)
+		die("waitpid: %s", strerror(errno));
+	return WIFEXITED(st) && WEXITSTATUS(st) == 1;
+}
+
+/*
+ * Most of a long history before the failure is irrelevant: find by
+ * bisection the latest start from which the tail alone still fails (a
+ * heuristic, the failure need not be monotonic in the start) and keep
+ * that tail.  Costs log2(n) replays where plain chunk removal costs many.
+ */
+static uint64_t trim_prefix(const char *logpath, uint32_t *idx, uint64_t n,
+			    double t0)
+{
+	uint64_t lo = 0, hi = n - 1, mid;	/* the tail from lo fails */
+
+	while (lo < hi && now() - t0 < cfg.reduce_time) {
+		mid = lo + (hi - lo + 1) / 2;
+		if (reduce_try(logpath, idx + mid, n - mid, 0))
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	if (lo) {
+		memmove(idx, idx + lo, (n - lo) * sizeof(*idx));
+		if (cfg.verbose)
+			out2("f4fsx: reduce: the last %" PRIu64 " ops still "
+			     "fail\n", n - lo);
+	}
+	return n - lo;
+}
+
+/*
+ * Delta debugging over the op history up to the failure: remove chunks of
+ * ops while the replay on a fresh file system still fails, halving the
+ * chunks when none can go, until single ops cannot be removed or the
+ * time budget (--reduce-time) is spent.  The result is 1-minimal when the
+ * search ends by itself.
+ */
+static void reduce(void)
+{
+	uint64_t n = nhist, chunks = 2, csize, lo, hi, c, i, m;
+	uint32_t *idx, *tmp;
+	double t0 = now();
+	char logpath[4200];
+	const char *out = cfg.reduce_out ? cfg.reduce_out :
+			  "f4fsx.reduced.log";
+	int found, done = 0;
+
+	cfg.reduce = 0;
+	if (!cfg.fresh_cmd || !cfg.dir || !n) {
+		out2("f4fsx: no reduction: it needs --fresh-cmd and a history\n");
+		return;
+	}
+	for (i = 0; i < cfg.nfiles; i++) {
+		if (files[i].fd >= 0)
+			close(files[i].fd);
+		if (files[i].afd >= 0)
+			close(files[i].afd);
+		if (files[i].dfd >= 0)
+			close(files[i].dfd);
+		files[i].fd = files[i].afd = files[i].dfd = -1;
+	}
+	snprintf(logpath, sizeof(logpath), "%s.try", out);
+	idx = xcalloc(n, sizeof(*idx));
+	tmp = xcalloc(n, sizeof(*tmp));
+	for (i = 0; i < n; i++)
+		idx[i] = i;
+	out2("f4fsx: reducing %" PRIu64 " ops (seed %" PRIu64 ") by replays "
+	     "on fresh file systems, at most %.0f s...\n", n, cfg.seed,
+	     cfg.reduce_time);
+	if (!reduce_try(logpath, idx, n, 0)) {
+		out2("f4fsx: the failure does not reproduce when the %" PRIu64
+		     " ops are replayed on a fresh file system; no reduction\n",
+		     n);
+		goto out;
+	}
+	n = trim_prefix(logpath, idx, n, t0);
+	done = n == 1;
+	while (n >= 2) {
+		if (now() - t0 > cfg.reduce_time) {
+			out2("f4fsx: reduction time budget spent\n");
+			break;
+		}
+		csize = (n + chunks - 1) / chunks;
+		found = 0;
+		for (c = 0; c * csize < n && !found; c++) {
+			lo = c * csize;
+			hi = min64(n, lo + csize);
+			for (i = 0, m = 0; i < n; i++)
+				if (i < lo || i >= hi)
+					tmp[m++] = idx[i];
+			if (reduce_try(logpath, tmp, m, 0)) {
+				memcpy(idx, tmp, m * sizeof(*idx));
+				n = m;
+				chunks = max64(chunks - 1, 2);
+				found = 1;
+				if (cfg.verbose)
+					out2("f4fsx: reduce: %" PRIu64
+					     " ops still fail\n", n);
+			}
+			if (now() - t0 > cfg.reduce_time)
+				break;
+		}
+		if (found)
+			continue;
+		if (chunks >= n) {
+			done = 1;
+			break;
+		}
+		chunks = min64(2 * chunks, n);
+	}
+	write_subset(out, idx, n);
+	out2("f4fsx: REDUCED: seed %" PRIu64 ": %" PRIu64 " of %" PRIu64
+	     " ops still fail on a fresh file system (%s; %" PRIu64
+	     " replays, %.0f s); written to %s:\n", cfg.seed, n, nhist,
+	     done ? "no single op can be removed" : "not minimal",
+	     reduce_runs, now() - t0, out);
+	for (i = 0; i < n; i++) {
+		char buf[160];
+
+		format_op(&hist[idx[i]], buf, sizeof(buf));
+		out2("f4fsx:   %s\n", buf);
+	}
+	out2("f4fsx: the reduced sequence's own report follows (--replay %s):"
+	     "\n", out);
+	reduce_try(logpath, idx, n, 1);
+out:
+	unlink(logpath);
+	free(idx);
+	free(tmp);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static void usage(int status)
@@ -1387,12 +1984,32 @@ static void usage(int status)
 "  -W             no mapped writes        -R   no mapped reads\n"
 "  -x op[,op..]   disable ops; names: read write append mapread mapwrite\n"
 "                 truncate falloc fkeep punch zero zerokeep fsync fdatasync\n"
-"                 reopen seek.  EOPNOTSUPP from an enabled fallocate mode is\n"
-"                 a failure: disable modes the file system lacks.  -x seek\n"
-"                 also drops SEEK_DATA/SEEK_HOLE from whole-file checks.\n"
+"                 reopen seek dread dwrite (O_DIRECT) collapse insert\n"
+"                 remount, and the generators pburst (fallocate a region,\n"
+"                 write its blocks once each in random order, read it back)\n"
+"                 and frag (small writes to every other block, random order:\n"
+"                 deep extent trees).  EOPNOTSUPP from an enabled fallocate\n"
+"                 mode is a failure: disable modes the file system lacks,\n"
+"                 or list them with -U.  -x seek also drops SEEK_DATA/\n"
+"                 SEEK_HOLE from whole-file checks.\n"
+"  -U op[,op..]   fallocate modes (falloc fkeep punch zero zerokeep collapse\n"
+"                 insert) that must fail with EOPNOTSUPP and change nothing\n"
 "  -w op=n[,..]   relative op weights (defaults: read 14 write 16 append 4\n"
 "                 mapread 5 mapwrite 5 truncate 5 falloc 4 fkeep 4 punch 6\n"
-"                 zero 4 zerokeep 4 fsync 2 fdatasync 2 reopen 3 seek 6)\n"
+"                 zero 4 zerokeep 4 fsync 2 fdatasync 2 reopen 3 seek 6\n"
+"                 dread 4 dwrite 4 collapse 2 insert 2 remount 1 pburst 1\n"
+"                 frag 1)\n"
+"  -M n           with --remount-cmd: remount after 1 in n ops on average\n"
+"                 (instead of by the remount weight)\n"
+"  --remount-cmd CMD  enables the remount op: close every file, run CMD\n"
+"                 (sh -c; it must unmount DIR, run e2fsck -fn, mount again\n"
+"                 and exit 0), then check every file in full\n"
+"  --fresh-cmd CMD    a command that unmounts DIR, makes a fresh file\n"
+"                 system and mounts it (for --reduce)\n"
+"  --reduce       on a failure, delta-debug the op history: replay subsets\n"
+"                 on fresh file systems, print the shortest failing sequence\n"
+"                 found and write it to --reduce-out (f4fsx.reduced.log)\n"
+"  --reduce-time S    time budget of --reduce in seconds (default 300)\n"
 "  -v             print every op\n"
 "  -L file        write every op, and any failure report, to file\n"
 "  --log-ops file write the op sequence, one op per line, for --replay\n"
@@ -1449,6 +2066,25 @@ static void set_weights(const char *arg)
 	free(list);
 }
 
+/* -U op[,op..]: fallocate modes that must fail with EOPNOTSUPP. */
+static void unsupported_ops(const char *arg)
+{
+	char *list = strdup(arg), *tok, *save = NULL;
+	int t;
+
+	if (!list)
+		die("out of memory");
+	for (tok = strtok_r(list, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		t = op_by_name(tok);
+		if (t < 0 || optab[t].fmode < 0)
+			die("-U: '%s' is not a fallocate op", tok);
+		cfg.unsupported[t] = 1;
+	}
+	free(list);
+	cfg.unsupported_arg = arg;
+}
+
 static void disable_ops(const char *arg)
 {
 	char *list = strdup(arg), *tok, *save = NULL;
@@ -1468,6 +2104,8 @@ static void disable_ops(const char *arg)
 
 enum {
 	LO_LOG_OPS = 256, LO_REPLAY, LO_SAVE, LO_CHECK, LO_INJECT, LO_PROBE,
+	LO_REMOUNT, LO_FRESH, LO_REDUCE, LO_REDUCE_TIME, LO_REDUCE_OUT,
+	LO_REDUCE_CHILD,
 };
 
 static void parse_args(int argc, char **argv)
@@ -1479,15 +2117,22 @@ static void parse_args(int argc, char **argv)
 		{ "check-model", required_argument, NULL, LO_CHECK },
 		{ "inject-bug", required_argument, NULL, LO_INJECT },
 		{ "probe", no_argument, NULL, LO_PROBE },
+		{ "remount-cmd", required_argument, NULL, LO_REMOUNT },
+		{ "fresh-cmd", required_argument, NULL, LO_FRESH },
+		{ "reduce", no_argument, NULL, LO_REDUCE },
+		{ "reduce-time", required_argument, NULL, LO_REDUCE_TIME },
+		{ "reduce-out", required_argument, NULL, LO_REDUCE_OUT },
+		{ "reduce-child", no_argument, NULL, LO_REDUCE_CHILD },
+		{ "unsupported", required_argument, NULL, 'U' },
 		{ "model-only", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c, seed_set = 0;
+	int c, seed_set = 0, remount_weight = 0;
 	uint64_t v;
 	char *colon, *arg;
 
-	while ((c = getopt_long(argc, argv, "N:S:f:l:o:b:p:WRx:w:vL:nh", lopts,
+	while ((c = getopt_long(argc, argv, "N:S:f:l:o:b:p:WRx:w:vL:nhU:M:", lopts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'N':
@@ -1533,6 +2178,34 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'w':
 			set_weights(optarg);
+			if (strstr(optarg, "remount="))
+				remount_weight = 1;
+			break;
+		case 'U':
+			unsupported_ops(optarg);
+			break;
+		case 'M':
+			if (parse_size(optarg, &cfg.remount_every) ||
+			    !cfg.remount_every)
+				die("bad -M '%s'", optarg);
+			break;
+		case LO_REMOUNT:
+			cfg.remount_cmd = optarg;
+			break;
+		case LO_FRESH:
+			cfg.fresh_cmd = optarg;
+			break;
+		case LO_REDUCE:
+			cfg.reduce = 1;
+			break;
+		case LO_REDUCE_TIME:
+			cfg.reduce_time = strtod(optarg, NULL);
+			break;
+		case LO_REDUCE_OUT:
+			cfg.reduce_out = optarg;
+			break;
+		case LO_REDUCE_CHILD:
+			cfg.reduce_child = 1;
 			break;
 		case 'v':
 			cfg.verbose = 1;
@@ -1592,6 +2265,15 @@ static void parse_args(int argc, char **argv)
 		die("--model-only cannot --check-model (it does no I/O)");
 	if (cfg.maxop > cfg.maxlen)
 		cfg.maxop = cfg.maxlen;
+	if (!cfg.remount_cmd)
+		cfg.disabled[OP_REMOUNT] = 1;
+	else if (cfg.remount_every)
+		optab[OP_REMOUNT].weight = 0;
+	else if (!remount_weight)
+		optab[OP_REMOUNT].weight = 1;
+	if (cfg.reduce && !cfg.fresh_cmd)
+		die("--reduce needs --fresh-cmd (a command that unmounts, "
+		    "makes a fresh file system and mounts it on DIR)");
 	if (!seed_set)
 		cfg.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
 }
@@ -1602,14 +2284,18 @@ static FILE *open_replay(void)
 	FILE *f = fopen(cfg.replay, "r");
 	char line[256];
 	unsigned nf;
-	unsigned long long ml, seed;
+	unsigned long long ml, seed, bs;
+	int n;
 
 	if (!f)
 		die("%s: %s", cfg.replay, strerror(errno));
 	if (!fgets(line, sizeof(line), f) ||
-	    sscanf(line, LOG_VERSION " nfiles %u maxlen %llu seed %llu", &nf,
-		   &ml, &seed) != 3 || !nf || nf > 1000 || !ml)
+	    (n = sscanf(line, LOG_VERSION " nfiles %u maxlen %llu seed %llu "
+			"bs %llu", &nf, &ml, &seed, &bs)) < 3 || !nf ||
+	    nf > 1000 || !ml)
 		die("%s: not an f4fsx op log", cfg.replay);
+	if (n == 4 && bs)
+		cfg.bs = bs;
 	cfg.nfiles = nf;
 	cfg.maxlen = ml;
 	cfg.seed = seed;
@@ -1639,7 +2325,8 @@ static void setup_files(void)
 	if (cfg.maxop > cfg.maxlen)
 		cfg.maxop = cfg.maxlen;
 	files = xcalloc(cfg.nfiles, sizeof(*files));
-	iobuf = xcalloc(cfg.maxlen, 1);
+	if (posix_memalign((void **)&iobuf, 4096, cfg.maxlen + 4096))
+		die("out of memory");
 	for (i = 0; i < cfg.nfiles; i++) {
 		struct mfile *m = &files[i];
 
@@ -1701,8 +2388,13 @@ int main(int argc, char **argv)
 	char line[256];
 	int i, r;
 
+	static char self[4096];
+	ssize_t sl;
+
 	saved_argc = argc;
 	saved_argv = argv;
+	sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	cfg.self = sl > 0 ? (self[sl] = 0, self) : argv[0];
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	pagesize = sysconf(_SC_PAGESIZE);
 	parse_args(argc, argv);
@@ -1719,9 +2411,7 @@ int main(int argc, char **argv)
 		oplogf = fopen(cfg.oplog, "w");
 		if (!oplogf)
 			die("%s: %s", cfg.oplog, strerror(errno));
-		fprintf(oplogf, LOG_VERSION " nfiles %u maxlen %" PRIu64
-			" seed %" PRIu64 "\n", cfg.nfiles, cfg.maxlen,
-			cfg.seed);
+		write_oplog_header(oplogf);
 	}
 	if (hlog)
 		fprintf(hlog, "# seed %" PRIu64 " nfiles %u maxlen %" PRIu64
@@ -1744,7 +2434,8 @@ int main(int argc, char **argv)
 			if (r < 0)
 				die("%s:%" PRIu64 ": cannot parse '%s'",
 				    cfg.replay, lineno, strtok(line, "\n"));
-			validate_op(&op, lineno);
+			if (validate_op(&op, lineno))
+				continue;
 		} else {
 			if (cur_op >= cfg.nops)
 				break;
@@ -1779,7 +2470,8 @@ int main(int argc, char **argv)
 	       cur_op, cfg.model_only ? " (model only)" : "", cfg.seed,
 	       cfg.nfiles);
 	for (i = 0; i < OP_NR; i++)
-		printf(" %s=%" PRIu64, optab[i].name, counts[i]);
+		if (!is_generator(i))
+			printf(" %s=%" PRIu64, optab[i].name, counts[i]);
 	printf("\n");
 	if (hlog)
 		fclose(hlog);
