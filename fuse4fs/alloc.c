@@ -27,14 +27,19 @@ static void stats_one(ext2_filsys fs, blk64_t blk, int inuse)
 {
 	struct f4fs *f = fs->priv_data;
 
-	if (f && f->freed && inuse < 0)
+	if (f && f->freed && inuse < 0) {
 		ext2fs_mark_block_bitmap2(f->freed, blk);
+		if (f->freed_cur)
+			ext2fs_mark_block_bitmap2(f->freed_cur, blk);
+	}
 }
 
 void f4_alloc_freed_range(struct f4fs *f, blk64_t blk, blk64_t num)
 {
 	if (f->freed && num)
 		ext2fs_mark_block_bitmap_range2(f->freed, blk, num);
+	if (f->freed_cur && num)
+		ext2fs_mark_block_bitmap_range2(f->freed_cur, blk, num);
 }
 
 int f4_alloc_init(struct f4fs *f)
@@ -47,6 +52,18 @@ int f4_alloc_init(struct f4fs *f)
 	err = ext2fs_allocate_block_bitmap(fs, "freed since flush", &f->freed);
 	if (err)
 		return f4_errno(err);
+	/*
+	 * Journaled, a block freed in a transaction stays out of file data
+	 * until the journal can no longer replay that transaction: the
+	 * commit after the next (txn.c).  freed holds both generations,
+	 * freed_cur the frees since the last commit.
+	 */
+	if (ext2fs_has_feature_journal(fs->super)) {
+		err = ext2fs_allocate_block_bitmap(fs, "freed since commit",
+						   &f->freed_cur);
+		if (err)
+			return f4_errno(err);
+	}
 	fs->priv_data = f;
 	ext2fs_set_block_alloc_stats_callback(fs, stats_one, NULL);
 	return 0;
@@ -59,13 +76,36 @@ void f4_alloc_free(struct f4fs *f)
 	if (f->freed)
 		ext2fs_free_block_bitmap(f->freed);
 	f->freed = NULL;
+	if (f->freed_cur)
+		ext2fs_free_block_bitmap(f->freed_cur);
+	f->freed_cur = NULL;
 }
 
 /* A flush put the freeing metadata on disk: those blocks are free now. */
 void f4_alloc_flushed(struct f4fs *f)
 {
+	if (f->txn)
+		return;			/* f4_alloc_committed() */
 	if (f->freed)
 		ext2fs_clear_block_bitmap(f->freed);
+	if (f->freed_cur)
+		ext2fs_clear_block_bitmap(f->freed_cur);
+}
+
+/*
+ * A transaction committed, and the journal no longer points at the one
+ * before: what that one freed is free now; what this one freed waits.
+ */
+void f4_alloc_committed(struct f4fs *f)
+{
+	ext2fs_block_bitmap tmp;
+
+	if (!f->freed || !f->freed_cur)
+		return;
+	tmp = f->freed;
+	f->freed = f->freed_cur;
+	f->freed_cur = tmp;
+	ext2fs_clear_block_bitmap(f->freed_cur);
 }
 
 /*

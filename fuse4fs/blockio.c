@@ -10,8 +10,14 @@
  *
  * Multi-block I/O is file data: it goes straight to the device, and the
  * cache is kept coherent with it (reads see dirty cached blocks, writes
- * replace cached copies).  Byte-granular I/O (the superblock) flushes and
- * drops whatever it overlaps first.
+ * replace cached copies).  Byte-granular I/O (the superblock) changes the
+ * cached blocks that hold the range, so the superblock is always written
+ * as a whole block.
+ *
+ * Journaling (txn.c): dirty blocks are pinned in the cache as the running
+ * transaction and reach their home only through a commit; multi-block
+ * writes from libext2fs are metadata then and logged too, and only
+ * f4_io_write_data(), discard and zeroout are file data.
  *
  * Writes past the end of the file system, once its size is known, are
  * refused: a damaged block map must never make us write outside it.  And
@@ -50,6 +56,22 @@ struct f4_io {
 	int cache_ready;
 	int discard;			/* errors=panic: write nothing more */
 	unsigned long long bytes_read, bytes_written;
+	/*
+	 * Journaling (txn.c): every dirty block belongs to the running
+	 * transaction and holds a reference ("pin") so the cache can never
+	 * evict it and write it home before its commit.
+	 */
+	int journaling;
+	struct f4_blk **txn;		/* pinned blocks; NULL: left */
+	size_t ntxn, captxn, npinned;
+	size_t txn_limit;		/* ask for a commit past this */
+	void (*overflow)(void *arg);	/* commit now, mid-operation */
+	void *overflow_arg;
+	int in_overflow;
+	/* blocks logged by the last commit: data written over them is revoked */
+	unsigned long long *prev, *revoke;
+	size_t nprev, nrevoke, caprevoke;
+	int revoke_lost;
 };
 
 /*
@@ -59,6 +81,7 @@ struct f4_io {
 struct f4_blk {
 	struct cache_node cnode;
 	struct f4_io *io;
+	long txn_idx;			/* slot in io->txn, -1 if not pinned */
 	unsigned char data[];
 };
 
@@ -155,6 +178,7 @@ static struct cache_node *blk_alloc(struct cache *c, uint64_t key, void *arg)
 		goto nomem;
 	memset(b, 0, sizeof(*b));
 	b->io = io;
+	b->txn_idx = -1;
 	b->cnode.key = key;
 	if (fill && fill->src) {
 		memcpy(b->data, fill->src, io->block_size);
@@ -183,6 +207,9 @@ static int blk_flush(struct cache *c, struct cache_node *n)
 	struct f4_io *io = b->io;
 	errcode_t err;
 
+	/* Never home before the commit: pinned blocks don't get here */
+	if (io->journaling)
+		return -EAGAIN;
 	err = raw_pwrite(io, b->data, io->block_size, n->key * io->block_size);
 	if (err) {
 		f4_log(3, "writing block %llu: %s",
@@ -220,6 +247,107 @@ static errcode_t setup_cache(struct f4_io *io)
 		return EXT2_ET_NO_MEMORY;
 	io->cache_ready = 1;
 	return 0;
+}
+
+/* ---- journaling: pinned blocks of the running transaction ----------- */
+
+/* Make a dirty block part of the transaction: it stays in core till commit */
+static int txn_pin(struct f4_io *io, struct f4_blk *b)
+{
+	if (b->txn_idx >= 0)
+		return 0;
+	if (io->ntxn == io->captxn) {
+		size_t ncap = io->captxn ? io->captxn * 2 : 256;
+		struct f4_blk **nt = realloc(io->txn, ncap * sizeof(*nt));
+
+		if (!nt)
+			return -ENOMEM;
+		io->txn = nt;
+		io->captxn = ncap;
+	}
+	cache_hold(&io->cache, &b->cnode);
+	b->txn_idx = io->ntxn;
+	io->txn[io->ntxn++] = b;
+	io->npinned++;
+	return 0;
+}
+
+/* The block left the transaction (committed, or it became file data). */
+static void txn_unpin(struct f4_io *io, struct f4_blk *b)
+{
+	if (b->txn_idx < 0)
+		return;
+	io->txn[b->txn_idx] = NULL;
+	b->txn_idx = -1;
+	io->npinned--;
+	cache_mark_clean(&io->cache, &b->cnode);
+	cache_put(&io->cache, &b->cnode);
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a;
+	unsigned long long y = *(const unsigned long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int add_revoke(struct f4_io *io, unsigned long long blk)
+{
+	if (io->nrevoke == io->caprevoke) {
+		size_t ncap = io->caprevoke ? io->caprevoke * 2 : 64;
+		unsigned long long *nr = realloc(io->revoke,
+						 ncap * sizeof(*nr));
+
+		if (!nr)
+			return -ENOMEM;
+		io->revoke = nr;
+		io->caprevoke = ncap;
+	}
+	io->revoke[io->nrevoke++] = blk;
+	return 0;
+}
+
+/*
+ * File data is about to overwrite [block, block + count) in place.  Copies
+ * of those blocks in the last committed transaction may still be replayed
+ * after a crash: the next commit revokes them.
+ */
+static void note_data_write(struct f4_io *io, unsigned long long block,
+			    unsigned long long count)
+{
+	size_t lo = 0, hi = io->nprev;
+
+	if (!io->journaling || !io->nprev)
+		return;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (io->prev[mid] < block)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < io->nprev && io->prev[lo] - block < count; lo++) {
+		if (add_revoke(io, io->prev[lo])) {
+			io->revoke_lost = 1;	/* the commit resets instead */
+			break;
+		}
+	}
+}
+
+/* A dirty cached block that file data is replacing leaves the transaction */
+static void unpin_key(struct f4_io *io, unsigned long long key)
+{
+	struct cache_node *n;
+
+	if (!io->journaling)
+		return;
+	n = cache_get(&io->cache, key, CACHE_GET_INCORE, NULL);
+	if (!n)
+		return;
+	txn_unpin(io, container_of(n, struct f4_blk, cnode));
+	cache_put(&io->cache, n);
 }
 
 static errcode_t flush_cache(struct f4_io *io)
@@ -273,43 +401,17 @@ static void drop_range(struct f4_io *io, unsigned long long first,
 		struct range_walk w = { first, count, NULL, 0, 0 };
 
 		cache_walk(&io->cache, collect_in_range, &w);
-		for (i = 0; i < w.nkeys; i++)
+		for (i = 0; i < w.nkeys; i++) {
+			unpin_key(io, w.keys[i]);
 			cache_drop(&io->cache, w.keys[i]);
+		}
 		free(w.keys);
 		return;
 	}
-	for (i = 0; i < count; i++)
+	for (i = 0; i < count; i++) {
+		unpin_key(io, first + i);
 		cache_drop(&io->cache, first + i);
-}
-
-/* Write back, then forget, cached blocks overlapping a byte range. */
-static errcode_t evict_bytes(struct f4_io *io, unsigned long long pos,
-			     unsigned long long size)
-{
-	unsigned long long first, last, b;
-
-	if (!io->cache_ready || !size)
-		return 0;
-	first = pos / io->block_size;
-	last = (pos + size - 1) / io->block_size;
-	for (b = first; b <= last; b++) {
-		struct cache_node *n = cache_get(&io->cache, b,
-						 CACHE_GET_INCORE, NULL);
-		int ret = 0;
-
-		if (!n)
-			continue;
-		if (cache_node_dirty(&io->cache, n)) {
-			ret = blk_flush(&io->cache, n);
-			if (!ret)
-				cache_mark_clean(&io->cache, n);
-		}
-		cache_put(&io->cache, n);
-		if (ret)
-			return EXT2_ET_SHORT_WRITE;
-		cache_drop(&io->cache, b);
 	}
-	return 0;
 }
 
 /* ---- the io_manager -------------------------------------------------- */
@@ -399,6 +501,13 @@ static errcode_t f4_close_channel(io_channel channel)
 	if (--channel->refcount > 0)
 		return 0;
 	if (io->cache_ready) {
+		size_t i;
+
+		/* Whatever is still pinned was never committed: lost */
+		for (i = 0; i < io->ntxn; i++)
+			if (io->txn[i])
+				txn_unpin(io, io->txn[i]);
+		io->journaling = 0;
 		if (io->discard)
 			cache_walk(&io->cache, forget_dirty, NULL);
 		else
@@ -409,6 +518,9 @@ static errcode_t f4_close_channel(io_channel channel)
 		err = errno;
 	if (close(io->fd) && !err)
 		err = errno;
+	free(io->txn);
+	free(io->prev);
+	free(io->revoke);
 	ext2fs_free_mem(&channel->private_data);
 	ext2fs_free_mem(&channel->name);
 	ext2fs_free_mem(&channel);
@@ -422,6 +534,8 @@ static errcode_t f4_set_blksize(io_channel channel, int blksize)
 
 	if (io->block_size == blksize)
 		return 0;
+	if (io->npinned)
+		return EXT2_ET_UNIMPLEMENTED;
 	/* Cached blocks are of the old size: write them out and forget */
 	err = flush_cache(io);
 	if (err)
@@ -437,14 +551,56 @@ static errcode_t f4_set_blksize(io_channel channel, int blksize)
 	return 0;
 }
 
+/*
+ * Byte-granular I/O (the superblock) goes through the cached blocks that
+ * hold the range: a write becomes a change to the whole block, written
+ * (or logged) in one piece, never as a run of small in-place writes that
+ * a crash could tear apart.
+ */
+static errcode_t rmw_bytes(struct f4_io *io, unsigned long long pos,
+			   size_t size, void *rbuf, const void *wbuf)
+{
+	unsigned long long b = pos / io->block_size;
+	size_t done = 0;
+
+	while (done < size) {
+		struct blk_fill fill = { NULL, 0 };
+		unsigned long long off = (pos + done) % io->block_size;
+		size_t n = io->block_size - off;
+		struct cache_node *cn;
+		struct f4_blk *blk;
+		int ret = 0;
+
+		if (n > size - done)
+			n = size - done;
+		cn = cache_get(&io->cache, b, 0, &fill);
+		if (!cn)
+			return fill.err ? fill.err : EXT2_ET_NO_MEMORY;
+		blk = container_of(cn, struct f4_blk, cnode);
+		if (rbuf) {
+			memcpy((char *)rbuf + done, blk->data + off, n);
+		} else if (memcmp(blk->data + off, (const char *)wbuf + done,
+				  n)) {
+			memcpy(blk->data + off, (const char *)wbuf + done, n);
+			cache_mark_dirty(&io->cache, cn);
+			if (io->journaling)
+				ret = txn_pin(io, blk);
+		}
+		cache_put(&io->cache, cn);
+		if (ret)
+			return EXT2_ET_NO_MEMORY;
+		done += n;
+		b++;
+	}
+	return 0;
+}
+
 static errcode_t read_bytes(struct f4_io *io, unsigned long long pos,
 			    size_t size, void *buf)
 {
-	errcode_t err = evict_bytes(io, pos, size);
-
-	if (err)
-		return err;
-	return raw_pread(io, buf, size, pos);
+	if (!io->cache_ready)
+		return raw_pread(io, buf, size, pos);
+	return rmw_bytes(io, pos, size, buf, NULL);
 }
 
 static errcode_t read_one(struct f4_io *io, unsigned long long block,
@@ -521,24 +677,57 @@ static errcode_t f4_read_blk(io_channel channel, unsigned long block,
 	return f4_read_blk64(channel, block, count, buf);
 }
 
+static void maybe_overflow(struct f4_io *io)
+{
+	if (io->journaling && io->overflow && !io->in_overflow &&
+	    io->txn_limit && io->npinned >= io->txn_limit) {
+		io->in_overflow = 1;
+		io->overflow(io->overflow_arg);
+		io->in_overflow = 0;
+	}
+}
+
 static errcode_t write_one(struct f4_io *io, unsigned long long block,
 			   const void *buf)
 {
 	struct blk_fill fill = { buf, 0 };
 	struct cache_node *n;
 	struct f4_blk *b;
+	int ret = 0;
 
-	n = cache_get(&io->cache, block, CACHE_GET_INCORE, NULL);
+	/*
+	 * Journaling: compare with what is there (reading it if need be),
+	 * so that blocks rewritten unchanged (group descriptors, bitmaps of
+	 * untouched groups) are not logged.
+	 */
+	if (io->journaling)
+		fill.src = NULL;
+	n = cache_get(&io->cache, block, io->journaling ? 0 : CACHE_GET_INCORE,
+		      io->journaling ? &fill : NULL);
 	if (n) {
 		b = container_of(n, struct f4_blk, cnode);
+		if (io->journaling && b->txn_idx < 0 &&
+		    !memcmp(b->data, buf, io->block_size)) {
+			cache_put(&io->cache, n);
+			return 0;
+		}
 		memcpy(b->data, buf, io->block_size);
 	} else {
+		if (io->journaling)
+			return fill.err ? fill.err : EXT2_ET_NO_MEMORY;
+		fill.src = buf;
 		n = cache_get(&io->cache, block, 0, &fill);
 		if (!n)
 			return fill.err ? fill.err : EXT2_ET_NO_MEMORY;
+		b = container_of(n, struct f4_blk, cnode);
 	}
 	cache_mark_dirty(&io->cache, n);
+	if (io->journaling)
+		ret = txn_pin(io, b);
 	cache_put(&io->cache, n);
+	if (ret)
+		return EXT2_ET_NO_MEMORY;
+	maybe_overflow(io);
 	return 0;
 }
 
@@ -549,6 +738,7 @@ static errcode_t write_many(struct f4_io *io, unsigned long long block,
 	errcode_t err;
 	int i;
 
+	note_data_write(io, block, count);
 	err = raw_pwrite(io, buf, (size_t)count * io->block_size,
 			 block * io->block_size);
 	if (err)
@@ -563,6 +753,8 @@ static errcode_t write_many(struct f4_io *io, unsigned long long block,
 		b = container_of(n, struct f4_blk, cnode);
 		memcpy(b->data, (const char *)buf + (size_t)i * io->block_size,
 		       io->block_size);
+		/* it is file data now, written: out of any transaction */
+		txn_unpin(io, b);
 		cache_mark_clean(&io->cache, n);
 		cache_put(&io->cache, n);
 	}
@@ -578,11 +770,7 @@ static errcode_t f4_write_blk64(io_channel channel, unsigned long long block,
 	if (!io->rw)
 		return EXT2_ET_RO_FILSYS;
 	if (count < 0) {
-		unsigned long long pos = block * io->block_size;
-
-		err = evict_bytes(io, pos, -count);
-		if (!err)
-			err = raw_pwrite(io, buf, -count, pos);
+		err = rmw_bytes(io, block * io->block_size, -count, NULL, buf);
 		goto out;
 	}
 	if (outside(io, block, count)) {
@@ -590,10 +778,18 @@ static errcode_t f4_write_blk64(io_channel channel, unsigned long long block,
 		       "of the file system", block, block + count - 1);
 		return EXT2_ET_BAD_BLOCK_NUM;
 	}
-	if (count == 1)
+	if (count == 1) {
 		err = write_one(io, block, buf);
-	else
+	} else if (io->journaling) {
+		/* libext2fs's own multi-block writes are metadata: logged */
+		int i;
+
+		for (i = 0, err = 0; i < count && !err; i++)
+			err = write_one(io, block + i, (const char *)buf +
+					(size_t)i * io->block_size);
+	} else {
 		err = write_many(io, block, count, buf);
+	}
 out:
 	if (err && channel->write_error)
 		err = channel->write_error(channel, block, count, buf,
@@ -617,10 +813,11 @@ static errcode_t f4_write_byte(io_channel channel, unsigned long offset,
 		return EXT2_ET_RO_FILSYS;
 	if (size <= 0)
 		return EXT2_ET_INVALID_ARGUMENT;
-	err = evict_bytes(io, offset, size);
-	if (err)
+	if (!io->cache_ready) {
+		err = raw_pwrite(io, buf, size, offset);
 		return err;
-	return raw_pwrite(io, buf, size, offset);
+	}
+	return rmw_bytes(io, offset, size, NULL, buf);
 }
 
 static errcode_t f4_flush_channel(io_channel channel)
@@ -630,7 +827,8 @@ static errcode_t f4_flush_channel(io_channel channel)
 
 	if (io->discard)
 		return EXT2_ET_RO_FILSYS;
-	err = flush_cache(io);
+	/* Journaling: dirty blocks go home only through a commit (txn.c) */
+	err = io->journaling ? 0 : flush_cache(io);
 	if (err)
 		return err;
 	if (io->rw && fdatasync(io->fd))
@@ -716,6 +914,7 @@ static errcode_t f4_discard(io_channel channel, unsigned long long block,
 		return EXT2_ET_RO_FILSYS;
 	if (outside(io, block, count))
 		return EXT2_ET_BAD_BLOCK_NUM;
+	note_data_write(io, block, count);
 	drop_range(io, block, count);
 	range[0] = io->offset + block * io->block_size;
 	range[1] = count * io->block_size;
@@ -742,6 +941,7 @@ static errcode_t f4_zeroout(io_channel channel, unsigned long long block,
 		return EXT2_ET_RO_FILSYS;
 	if (outside(io, block, count))
 		return EXT2_ET_BAD_BLOCK_NUM;
+	note_data_write(io, block, count);
 	drop_range(io, block, count);
 	range[0] = io->offset + block * io->block_size;
 	range[1] = count * io->block_size;
@@ -889,4 +1089,216 @@ void f4_io_stop_writes(io_channel io)
 		chan_io(io)->discard = 1;
 		chan_io(io)->rw = 0;
 	}
+}
+
+/* ---- journaling support for txn.c ----------------------------------- */
+
+static int blk_key_cmp(const void *a, const void *b)
+{
+	const struct f4_io_blk *x = a, *y = b;
+
+	return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/*
+ * From now on dirty blocks stay pinned in core until a commit: the cache
+ * must be clean (everything written home) when this is called.
+ */
+int f4_io_journal_begin(io_channel chan, size_t limit,
+			void (*overflow)(void *arg), void *arg)
+{
+	struct f4_io *io;
+	int ret;
+
+	if (!is_ours(chan))
+		return -EINVAL;
+	io = chan_io(chan);
+	ret = cache_flush(&io->cache);
+	if (ret)
+		return ret;
+	io->journaling = 1;
+	io->txn_limit = limit;
+	io->overflow = overflow;
+	io->overflow_arg = arg;
+	return 0;
+}
+
+/* Back to write-back caching; nothing may be pinned. */
+void f4_io_journal_end(io_channel chan)
+{
+	if (is_ours(chan))
+		chan_io(chan)->journaling = 0;
+}
+
+/* Blocks the cache is meant to hold. */
+size_t f4_io_cache_blocks(io_channel chan)
+{
+	return is_ours(chan) ? cache_blocks(chan_io(chan)) : 0;
+}
+
+size_t f4_io_txn_blocks(io_channel chan)
+{
+	return is_ours(chan) ? chan_io(chan)->npinned : 0;
+}
+
+/*
+ * The running transaction's blocks in block order, pointing at the cached
+ * copies (valid until f4_io_txn_done()); and the revoked blocks, sorted,
+ * without duplicates.  *lost: a revoke could not be recorded (ENOMEM).
+ */
+int f4_io_txn_list(io_channel chan, struct f4_io_blk **list, size_t *n,
+		   unsigned long long **revoke, size_t *nrevoke, int *lost)
+{
+	struct f4_io *io = chan_io(chan);
+	struct f4_io_blk *l;
+	size_t i, k = 0;
+
+	*list = NULL;
+	*n = 0;
+	if (io->npinned) {
+		l = malloc(io->npinned * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		for (i = 0; i < io->ntxn; i++) {
+			struct f4_blk *b = io->txn[i];
+
+			if (!b)
+				continue;
+			l[k].key = b->cnode.key;
+			l[k].data = b->data;
+			k++;
+		}
+		qsort(l, k, sizeof(*l), blk_key_cmp);
+		*list = l;
+		*n = k;
+	}
+	/*
+	 * A revoke also cancels the copy in its own transaction: a block that
+	 * is logged again (metadata once more) must not be revoked.
+	 */
+	if (io->nrevoke)
+		qsort(io->revoke, io->nrevoke, sizeof(*io->revoke), key_cmp);
+	for (i = 0, k = 0; i < io->nrevoke; i++) {
+		unsigned long long r = io->revoke[i];
+		size_t lo = 0, hi = *n;
+
+		if (k && io->revoke[k - 1] == r)
+			continue;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+
+			if ((*list)[mid].key < r)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < *n && (*list)[lo].key == r)
+			continue;
+		io->revoke[k++] = r;
+	}
+	io->nrevoke = k;
+	*revoke = io->revoke;
+	*nrevoke = io->nrevoke;
+	*lost = io->revoke_lost;
+	return 0;
+}
+
+/*
+ * The transaction committed (its blocks are now written home by the
+ * caller): unpin them, and remember them as the copies a replay may still
+ * write, until the next commit.  keep_prev 0: nothing of the log can be
+ * replayed any more (the journal was reset), so nothing needs a revoke.
+ */
+void f4_io_txn_done(io_channel chan, const struct f4_io_blk *list, size_t n,
+		    int keep_prev)
+{
+	struct f4_io *io = chan_io(chan);
+	unsigned long long *prev = NULL;
+	size_t i;
+
+	for (i = 0; i < io->ntxn; i++)
+		if (io->txn[i])
+			txn_unpin(io, io->txn[i]);
+	io->ntxn = 0;
+	io->nrevoke = 0;
+	io->revoke_lost = 0;
+	if (keep_prev && n) {
+		prev = malloc(n * sizeof(*prev));
+		if (prev)
+			for (i = 0; i < n; i++)
+				prev[i] = list[i].key;
+	}
+	free(io->prev);
+	io->prev = prev;
+	io->nprev = prev ? n : 0;
+}
+
+/* The log was reset: the last transaction can no longer be replayed. */
+void f4_io_forget_prev(io_channel chan)
+{
+	struct f4_io *io = chan_io(chan);
+
+	free(io->prev);
+	io->prev = NULL;
+	io->nprev = 0;
+	io->nrevoke = 0;
+	io->revoke_lost = 0;
+}
+
+/*
+ * Shutdown without a commit: the running transaction is lost.  Its blocks
+ * leave the cache so that nothing, not even a read, sees them again.
+ */
+void f4_io_txn_abort(io_channel chan)
+{
+	struct f4_io *io;
+	size_t i;
+
+	if (!is_ours(chan))
+		return;
+	io = chan_io(chan);
+	for (i = 0; i < io->ntxn; i++) {
+		struct f4_blk *b = io->txn[i];
+		uint64_t key;
+
+		if (!b)
+			continue;
+		key = b->cnode.key;
+		txn_unpin(io, b);
+		cache_drop(&io->cache, key);
+	}
+	io->ntxn = 0;
+}
+
+/* Straight to the device, no cache: the log and the checkpoint. */
+errcode_t f4_io_raw_write(io_channel chan, unsigned long long block,
+			  int count, const void *buf)
+{
+	struct f4_io *io = chan_io(chan);
+
+	if (io->discard)
+		return EXT2_ET_RO_FILSYS;
+	return raw_pwrite(io, buf, (size_t)count * io->block_size,
+			  block * io->block_size);
+}
+
+errcode_t f4_io_raw_read(io_channel chan, unsigned long long block,
+			 int count, void *buf)
+{
+	struct f4_io *io = chan_io(chan);
+
+	return raw_pread(io, buf, (size_t)count * io->block_size,
+			 block * io->block_size);
+}
+
+/* Make everything written so far durable. */
+errcode_t f4_io_sync(io_channel chan)
+{
+	struct f4_io *io = chan_io(chan);
+
+	if (io->discard || !io->rw)
+		return EXT2_ET_RO_FILSYS;
+	if (fdatasync(io->fd))
+		return errno;
+	return 0;
 }

@@ -356,6 +356,8 @@ int f4_corrupt(struct f4fs *f, ext2_ino_t ino, const char *fmt, ...)
 /* May we change the file system now? */
 int f4_check_writable(struct f4fs *f)
 {
+	if (f->shutdown)
+		return -EIO;
 	if (f->ro || !(f->fs->flags & EXT2_FLAG_RW))
 		return -EROFS;
 	return 0;

@@ -961,6 +961,7 @@ off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence)
 
 int f4_fsync(struct f4fs *f, ext2_ino_t ino, int datasync)
 {
+	/* journaled: returns once the commit holding everything is durable */
 	return f4_fs_flush(f);
 }
 
@@ -1014,9 +1015,12 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 	 * Blocks freed since the last flush are free in memory but still in
 	 * use on disk: a crash now brings back the file, directory or tree
 	 * that owned them (alloc.c).  Make their freeing durable first, or
-	 * the discard would destroy what the crash brings back.
+	 * the discard would destroy what the crash brings back.  Journaled,
+	 * a second commit moves the journal past the one that freed them.
 	 */
 	ret = f4_fs_flush(f);
+	if (!ret && f->txn)
+		ret = f4_fs_flush(f);
 	if (ret)
 		return ret;
 	/* ext4's checks: a range inside the file system, at least a block */
@@ -1031,7 +1035,7 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 	if (!minblocks)
 		minblocks = 1;
 	for (blk = first; blk <= last; blk = next) {
-		blk64_t free_start, free_end;
+		blk64_t free_start, free_end, held;
 
 		err = ext2fs_find_first_zero_block_bitmap2(fs->block_map, blk,
 							   last, &free_start);
@@ -1043,6 +1047,12 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		if (err)
 			free_end = last + 1;
 		next = free_end;
+		/* freed but not yet committed for good: keep their contents */
+		if (f->freed && !ext2fs_find_first_set_block_bitmap2(f->freed,
+				free_start, free_end - 1, &held)) {
+			free_end = held;
+			next = held + 1;
+		}
 		if (free_end - free_start < minblocks)
 			continue;
 		err = io_channel_discard(fs->io, free_start,

@@ -177,7 +177,7 @@ close:
 	}
 	if (f.close_status && !status)
 		status = EXIT_UNMOUNT;
-	if (f.shutdown && !status)
+	if (f.shutdown && !f.shutdown_asked && !status)
 		status = EXIT_UNMOUNT;
 	f4_free_options(&opts);
 	return status;

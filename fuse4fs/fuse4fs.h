@@ -238,7 +238,8 @@ struct f4fs {
 	int forced_ro;			/* errors=remount-ro fired */
 	int orphans_only;		/* a session to clean orphans, no more */
 	int writeback;			/* the kernel caches writes (ops.c) */
-	int shutdown;			/* errors=panic fired */
+	int shutdown;			/* errors=panic fired, or shut down */
+	int shutdown_asked;		/* by EXT4_IOC_SHUTDOWN: not an error */
 	unsigned int blocksize;
 	unsigned int inode_size;
 	struct cache inodes;		/* struct f4_inode records */
@@ -252,7 +253,9 @@ struct f4fs {
 	uint64_t overhead;		/* metadata blocks, for bsddf */
 	ext2fs_block_bitmap sysmap;	/* blocks no file may own (map.c) */
 	struct f4_orphan_file *ofile;	/* orphan.c */
-	ext2fs_block_bitmap freed;	/* freed since the last flush */
+	ext2fs_block_bitmap freed;	/* not for file data yet (alloc.c) */
+	ext2fs_block_bitmap freed_cur;	/* journaling: freed since the commit */
+	struct f4_txn *txn;		/* journaled writes (txn.c), or NULL */
 	struct f4_quota *quota;		/* quota.c; NULL: no quota kept */
 	/* the inode f4_write_inode() is writing in full (quota.c) */
 	const struct ext2_inode_large *quota_full;
@@ -308,6 +311,21 @@ void f4_lock(struct f4fs *f);
 void f4_unlock(struct f4fs *f);
 void f4_inval_inode(struct f4fs *f, ext2_ino_t ino);
 
+/* txn.c: journaled writes */
+struct f4_txn;
+int f4_txn_start(struct f4fs *f);
+int f4_txn_commit(struct f4fs *f, int do_checkpoint);
+void f4_txn_maybe_commit(struct f4fs *f);
+int f4_txn_finish(struct f4fs *f);
+void f4_txn_abort(struct f4fs *f);
+void f4_txn_free(struct f4fs *f);
+/* EXT4_IOC_SHUTDOWN (XFS's "going down"), _IOR('X', 125, __u32), and modes */
+#define F4_IOC_SHUTDOWN			0x8004587dU
+#define F4_GOING_FLAGS_DEFAULT		0
+#define F4_GOING_FLAGS_LOGFLUSH		1
+#define F4_GOING_FLAGS_NOLOGFLUSH	2
+int f4_shutdown(struct f4fs *f, const struct f4_cred *cred, uint32_t flags);
+
 /* blockio.c */
 extern io_manager f4_io_manager;
 int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
@@ -319,6 +337,27 @@ errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
 			  void *buf);
 errcode_t f4_io_write_data(io_channel io, unsigned long long block, int count,
 			   const void *buf);
+/* blockio.c: what the transaction layer (txn.c) needs */
+struct f4_io_blk {
+	unsigned long long key;
+	unsigned char *data;
+};
+int f4_io_journal_begin(io_channel io, size_t limit,
+			void (*overflow)(void *arg), void *arg);
+void f4_io_journal_end(io_channel io);
+size_t f4_io_txn_blocks(io_channel io);
+size_t f4_io_cache_blocks(io_channel io);
+int f4_io_txn_list(io_channel io, struct f4_io_blk **list, size_t *n,
+		   unsigned long long **revoke, size_t *nrevoke, int *lost);
+void f4_io_txn_done(io_channel io, const struct f4_io_blk *list, size_t n,
+		    int keep_prev);
+void f4_io_forget_prev(io_channel io);
+void f4_io_txn_abort(io_channel io);
+errcode_t f4_io_raw_write(io_channel io, unsigned long long block, int count,
+			  const void *buf);
+errcode_t f4_io_raw_read(io_channel io, unsigned long long block, int count,
+			 void *buf);
+errcode_t f4_io_sync(io_channel io);
 
 /* inode.c */
 int f4_inode_init_cache(struct f4fs *f);
@@ -533,6 +572,7 @@ int f4_project_check(struct f4fs *f, const struct ext2_inode_large *dir,
 int f4_alloc_init(struct f4fs *f);
 void f4_alloc_free(struct f4fs *f);
 void f4_alloc_flushed(struct f4fs *f);
+void f4_alloc_committed(struct f4fs *f);
 int f4_may_use_reserved(struct f4fs *f, struct f4_cred *cred);
 blk64_t f4_alloc_allowed(struct f4fs *f, struct f4_cred *cred, blk64_t want);
 blk64_t f4_alloc_ext4_reserve(ext2_filsys fs);

@@ -233,6 +233,8 @@ int f4_read_inode(struct f4fs *f, ext2_ino_t ino,
 {
 	errcode_t err;
 
+	if (f->shutdown)
+		return -EIO;		/* shut down: every operation fails */
 	if (ino < 1 || ino > f->fs->super->s_inodes_count)
 		return f4_corrupt(f, ino, "inode number out of range");
 	memset(inode, 0, sizeof(*inode));

@@ -289,7 +289,13 @@ int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	uint32_t v;
 	int ret;
 
+	if (f->shutdown && cmd != F4_IOC_SHUTDOWN)
+		return -EIO;
 	switch (cmd) {
+	case F4_IOC_SHUTDOWN:
+		*out_size = 0;
+		ret = get_u32(in, in_size, &v);
+		return ret ? ret : f4_shutdown(f, cred, v);
 	case FS_IOC_GETFLAGS:
 	case FS_IOC32_GETFLAGS:
 		ret = f4_read_inode(f, ino, &inode);

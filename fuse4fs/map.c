@@ -316,6 +316,10 @@ static errcode_t find_range(struct f4fs *f, blk64_t goal, blk64_t len,
 	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && f->freed &&
 	    ext2fs_free_blocks_count(fs->super) && !f4_fs_flush(f))
 		err = f4_alloc_range(f, first, len, pblk, plen);
+	/* journaled, frees wait for the commit after the next */
+	if (err == EXT2_ET_BLOCK_ALLOC_FAIL && f->txn &&
+	    ext2fs_free_blocks_count(fs->super) && !f4_fs_flush(f))
+		err = f4_alloc_range(f, first, len, pblk, plen);
 	return err;
 }
 

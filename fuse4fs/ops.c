@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -745,6 +746,21 @@ static void op_bmap(fuse_req_t req, fuse_ino_t ino, size_t blocksize,
 		fuse_reply_bmap(req, idx);
 }
 
+/*
+ * EXT4_IOC_SHUTDOWN is _IOR, so a restricted FUSE ioctl brings no input:
+ * its flags are read from the caller's memory, where arg points.
+ */
+static int caller_u32(fuse_req_t req, void *arg, uint32_t *v)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct iovec local = { v, sizeof(*v) }, remote = { arg, sizeof(*v) };
+
+	if (process_vm_readv(ctx->pid, &local, 1, &remote, 1, 0) !=
+	    sizeof(*v))
+		return -EFAULT;
+	return 0;
+}
+
 static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 		     void *arg, struct fuse_file_info *fi, unsigned flags,
 		     const void *in_buf, size_t in_bufsz, size_t out_bufsz)
@@ -753,6 +769,7 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 	struct f4_cred cred;
 	char out[256];
 	size_t out_size = out_bufsz < sizeof(out) ? out_bufsz : sizeof(out);
+	uint32_t going;
 	int ret;
 
 	if (flags & FUSE_IOCTL_UNRESTRICTED) {
@@ -760,6 +777,15 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd,
 		return;
 	}
 	f4_cred_of(req, &cred);
+	if (cmd == F4_IOC_SHUTDOWN && in_bufsz < sizeof(going)) {
+		ret = caller_u32(req, arg, &going);
+		if (ret) {
+			reply_err(req, ret);
+			return;
+		}
+		in_buf = &going;
+		in_bufsz = sizeof(going);
+	}
 	f4_lock(f);
 	ret = f4_ioctl(f, &cred, f4_ino_of(ino), cmd, in_buf, in_bufsz, out,
 		       &out_size);

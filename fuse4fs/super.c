@@ -67,15 +67,19 @@ void f4_lock(struct f4fs *f)
 }
 
 /*
- * Release the lock, then tell the kernel about the inodes whose cached
- * attributes the work done under it made stale.
+ * An operation ended: the place where a transaction may commit.  Release
+ * the lock, then tell the kernel about the inodes whose cached attributes
+ * the work done under it made stale.
  */
 void f4_unlock(struct f4fs *f)
 {
 	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino) = f->inval_inode;
 	ext2_ino_t inval[F4_INVAL_MAX];
-	unsigned int i, n = f->ninval;
+	unsigned int i, n;
 
+	if (f->txn)
+		f4_txn_maybe_commit(f);
+	n = f->ninval;
 	memcpy(inval, f->inval, n * sizeof(inval[0]));
 	f->ninval = 0;
 	pthread_mutex_unlock(&f->lock);
@@ -110,24 +114,32 @@ void f4_fs_dirty(struct f4fs *f)
 
 /*
  * Write out everything: superblock, group descriptors, bitmaps, and the
- * block cache, then ask the device to make it durable.
+ * block cache, then ask the device to make it durable.  Journaling, that
+ * is a commit (txn.c): durable when this returns.
  */
 int f4_fs_flush(struct f4fs *f)
 {
 	errcode_t err;
 	int ret;
 
+	if (f->shutdown)
+		return -EIO;
 	if (!f->fs || !(f->fs->flags & EXT2_FLAG_RW))
 		return 0;
 	/* quota records first: they count the metadata written below */
 	ret = f4_quota_flush(f);
 	if (ret)
 		return ret;
-	err = ext2fs_flush2(f->fs, 0);
+	err = ext2fs_flush2(f->fs, f->txn ? EXT2_FLAG_FLUSH_NO_SYNC : 0);
 	if (err) {
 		f4_log(LOG_ERR, "flushing %s: %s", f->opts->device,
 		       error_message(err));
 		return f4_errno(err);
+	}
+	if (f->txn) {
+		ret = f4_txn_commit(f, 1);
+		if (ret)
+			return ret;
 	}
 	f->dirty = 0;
 	f->last_flush = time(NULL);
@@ -152,7 +164,7 @@ static void *flusher_main(void *arg)
 			f4_fs_flush(f);
 		f4_io_tick(f->fs->io);
 		cache_tick(&f->inodes);
-		if (ext2fs_has_feature_mmp(f->fs->super) &&
+		if (ext2fs_has_feature_mmp(f->fs->super) && !f->shutdown &&
 		    (f->fs->flags & EXT2_FLAG_RW))
 			ext2fs_mmp_update2(f->fs, 0);
 	}
@@ -773,7 +785,9 @@ static int mark_mounted(struct f4fs *f)
 	f->mount_state = sb->s_state;
 	if (f->orphans_only)
 		return 0;		/* a read-only mount's orphan cleanup */
-	sb->s_state &= ~EXT2_VALID_FS;
+	/* Journaled, needs_recovery says it (and a replay makes it clean) */
+	if (!f->txn)
+		sb->s_state &= ~EXT2_VALID_FS;
 	sb->s_mnt_count++;
 	sb->s_mtime = now;
 	sb->s_mtime_hi = (uint64_t)now >> 32;
@@ -915,6 +929,9 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 		goto fail;
 	cache_ready = 1;
 	if (rw) {
+		ret = f4_txn_start(f);
+		if (ret)
+			goto fail;
 		ret = f4_quota_init(f);
 		if (ret)
 			goto fail;
@@ -929,6 +946,7 @@ int f4_fs_open(struct f4fs *f, struct f4_opts *opts)
 	}
 	return 0;
 fail:
+	f4_txn_free(f);
 	f4_quota_free(f);
 	if (cache_ready) {
 		f4_orphan_forget_all(f);
@@ -953,9 +971,10 @@ int f4_fs_close(struct f4fs *f)
 		return 0;
 	sb = f->fs->super;
 	if (f->shutdown) {
+		f4_txn_free(f);
 		f4_quota_free(f);
 		f4_alloc_free(f);
-		/* errors=panic: the error is on disk; write nothing more */
+		/* errors=panic or shut down: write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
 		/* The kernel is gone: nobody can reach orphans any more */
@@ -977,8 +996,19 @@ int f4_fs_close(struct f4fs *f)
 		if (f->mount_state & EXT2_VALID_FS)
 			sb->s_state |= EXT2_VALID_FS;
 		ext2fs_mark_super_dirty(f->fs);
+		if (f->txn) {
+			/* last commit, checkpoint, empty journal */
+			int tret = f4_fs_flush(f);
+
+			if (!tret)
+				tret = f4_txn_finish(f);
+			else
+				f4_txn_free(f);
+			if (tret && !ret)
+				ret = tret;
+		}
 		f4_alloc_free(f);
-		err = ext2fs_close2(f->fs, 0);
+		err = f->shutdown ? EXT2_ET_RO_FILSYS : ext2fs_close2(f->fs, 0);
 		if (err) {
 			f4_log(LOG_ERR, "%s: writing the file system at "
 			       "unmount: %s", f->opts->device,
