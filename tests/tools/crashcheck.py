@@ -62,7 +62,8 @@ Usage
       the two halves of `run`, on a directory of base.img, image.img,
       wlog and manifest.json.
 
-Environment: F4_BIN (the fuse4fs binary), F4_CRASH_STATES (states per
+Environment: F4_BIN (the fuse4fs binary), F4_WLOG_SHIM (the shim),
+F4_CRASH_STATES (states per
 variant), F4_CRASH_SEEDS (comma-separated seeds), F4_CRASH_VARIANTS,
 F4_CRASH_FILES, F4_CRASH_DIR (scratch directory; default /dev/shm).
 """
@@ -85,7 +86,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SHIM = os.path.join(HERE, "f4wlog.so")
+SHIM = os.environ.get("F4_WLOG_SHIM") or os.path.join(HERE, "f4wlog.so")
 
 MiB = 1 << 20
 IMAGE_SIZE = 96 * MiB

@@ -21,6 +21,11 @@
  * logged before it.  Only calls that succeeded are logged (a short write
  * logs the bytes that were written).
  *
+ * Only the process started with the shim records: it takes itself out of
+ * LD_PRELOAD for the programs it runs and stops recording in forked
+ * children (none of which write the image; crashcheck.py checks that the
+ * log accounts for every byte of the final image).
+ *
  * Log format (little endian): the 8-byte magic "F4WLOG01", then records of
  * a 32-byte header { u32 type; u32 how; u64 seq; u64 off; u64 len }
  * followed, for F4W_WRITE only, by len bytes of data.  seq counts records
@@ -101,6 +106,16 @@ static void *sym(const char *name)
 	return p;
 }
 
+/*
+ * Only the process that was started under the shim records: a forked
+ * child (fuse4fs's auto_unmount watchdog) would log with a copy of our
+ * sequence counter, and programs we exec must not record at all.
+ */
+static void f4w_child(void)
+{
+	watching = 0;
+}
+
 __attribute__((constructor))
 static void f4w_init(void)
 {
@@ -117,6 +132,8 @@ static void f4w_init(void)
 #undef GET
 	if (!image || !logp)
 		return;
+	unsetenv("LD_PRELOAD");
+	pthread_atfork(NULL, NULL, f4w_child);
 	if (stat(image, &st))
 		die(image);
 	img_is_blk = S_ISBLK(st.st_mode);
