@@ -96,3 +96,22 @@ def test_crash_states(crash_variant, shim, crashdir):
     assert tot["inconsistent"] == 0 and tot["states_losing"] == 0, \
         "crash states that are not consistent after recovery, or that " \
         "lost fsync'ed records:\n%s\n\n%s" % (text, "\n".join(details))
+
+
+def test_checker_can_fail(shim, crashdir):
+    """The negative control, which passes with or without the journal:
+    states that no disk may produce (writes that later flushes made
+    durable are left out) must fail the checks, and a record that was
+    never written must count as lost.  A checker that passes everything
+    fails here."""
+    d = os.path.join(crashdir, "ext4.violate")
+    man = crashcheck.record("ext4", d, 1, 750)
+    res = crashcheck.check(d, 30, 1, violate=True)
+    assert res["states"] == 30
+    assert res["failed"] > 0, \
+        "no state that breaks the disk model failed the checks:\n" + \
+        crashcheck.table([res])[0]
+    n = len(man["synced"])
+    lost = crashcheck.lost_records(os.path.join(d, "image.img"),
+                                   man["synced"] + [[n + 5, 0]], 1 << 62)
+    assert lost == [n + 5]

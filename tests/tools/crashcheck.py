@@ -61,6 +61,10 @@ Usage
   crashcheck.py check --dir DIR [--states N] [--seed S]
       the two halves of `run`, on a directory of base.img, image.img,
       wlog and manifest.json.
+  --violate (run, check): a negative control.  States that no disk may
+      produce (the log up to a flush, with about half of the writes of
+      five earlier flush intervals left out) must come out broken; with
+      --violate the exit status is 0 only if some state failed the checks.
 
 Environment: F4_BIN (the fuse4fs binary), F4_WLOG_SHIM (the shim),
 F4_CRASH_STATES (states per
@@ -453,11 +457,12 @@ def pieces(o):
 # crash states
 
 class State:
-    def __init__(self, kind, prefix, cut, extra=()):
-        self.kind = kind        # flush | between | subset
+    def __init__(self, kind, prefix, cut, extra=(), drop=()):
+        self.kind = kind        # flush | between | subset | violation
         self.prefix = prefix    # records [0, prefix) applied in order
         self.cut = cut          # log position of the cut
         self.extra = extra      # pieces applied on top (subset states)
+        self.drop = drop        # records left out (violation states)
         self.name = None
 
     def describe(self):
@@ -466,6 +471,9 @@ class State:
             s += " + %d unflushed pieces of records %s" % (
                 len(self.extra), ",".join(str(x) for x in sorted(
                     {p[3] for p in self.extra})[:20]))
+        if self.drop:
+            s += " without %d flushed records (%d..%d)" % (
+                len(self.drop), min(self.drop), max(self.drop))
         return s + ", cut at log position %d" % self.cut
 
 
@@ -505,6 +513,37 @@ def choose_states(ops, n, rng):
     states.sort(key=lambda s: (s.prefix, s.kind))
     for i, s in enumerate(states):
         s.name = "s%05d" % i
+    return states
+
+
+def violation_states(ops, n, rng):
+    """A negative control: states no disk may produce.  Each is the log
+    up to a flush with about half of the writes of five earlier
+    flush-to-flush intervals left out, although later flushes made them
+    durable.  The checker must find some of these broken whatever the
+    build does, or it cannot fail."""
+    flushes = [i for i, o in enumerate(ops) if o.type == W_FLUSH]
+    intervals, prev = [], 0
+    for f in flushes:
+        w = [i for i in range(prev, f) if ops[i].type != W_FLUSH]
+        if len(w) >= 2:
+            intervals.append((w, f))
+        prev = f + 1
+    states = []
+    if len(intervals) < 6:
+        return states
+    for k in range(n):
+        picked = rng.sample(intervals[:-1], 5)
+        last = max(f for _, f in picked)
+        end = rng.choice([f for _, f in intervals if f > last])
+        drop = set()
+        for w, _ in picked:
+            drop.update(rng.sample(w, max(1, len(w) // 2)))
+        states.append(State("violation", end + 1, ops[end].end,
+                            drop=frozenset(drop)))
+    states.sort(key=lambda s: s.prefix)
+    for i, s in enumerate(states):
+        s.name = "v%05d" % i
     return states
 
 
@@ -605,7 +644,7 @@ def check_state(path, scratch, synced, cut):
 # ---------------------------------------------------------------------------
 # checking a recorded run
 
-def check(d, nstates, seed, jobs=1, keep_failed=5):
+def check(d, nstates, seed, jobs=1, keep_failed=5, violate=False):
     with open(os.path.join(d, "manifest.json")) as f:
         man = json.load(f)
     variant = man["variant"]
@@ -640,7 +679,10 @@ def check(d, nstates, seed, jobs=1, keep_failed=5):
     run(["cp", "--sparse=always", base, work], check=True)
 
     rng = random.Random(seed)
-    states = choose_states(ops, nstates, rng)
+    if violate:
+        states = violation_states(ops, nstates, rng)
+    else:
+        states = choose_states(ops, nstates, rng)
     nflush = sum(o.type == W_FLUSH for o in ops)
     say("%s: %d records (%d flushes, %.1f MiB), %d fsync'ed log records; "
         "checking %d crash states" % (variant, len(ops), nflush,
@@ -650,7 +692,7 @@ def check(d, nstates, seed, jobs=1, keep_failed=5):
     summary = dict(variant=variant, seed=seed, record_seed=man["seed"],
                    files=man["files"], opts=man["opts"], records=len(ops),
                    flushes=nflush, synced=len(synced), states=0, consistent=0,
-                   inconsistent=0, states_losing=0, records_lost=0,
+                   inconsistent=0, states_losing=0, failed=0, records_lost=0,
                    recovery_states=0, by_kind={}, categories={},
                    examples=[])
     fd = os.open(work, os.O_RDWR)
@@ -673,6 +715,7 @@ def check(d, nstates, seed, jobs=1, keep_failed=5):
                 summary["categories"][c] = summary["categories"].get(c, 0) + 1
         else:
             summary["consistent"] += 1
+        summary["failed"] += bool(bad or r["lost"])
         if r["lost"]:
             summary["states_losing"] += 1
             summary["records_lost"] += len(r["lost"])
@@ -699,11 +742,20 @@ def check(d, nstates, seed, jobs=1, keep_failed=5):
 
     try:
         for st in states:
-            while applied < st.prefix:
+            while applied < st.prefix and not st.drop:
                 apply_op(fd, mm, ops[applied])
                 applied += 1
             path = os.path.join(d, st.name + ".img")
-            run(["cp", "--sparse=always", work, path], check=True)
+            if st.drop:
+                # built from the base: records are left out in the middle
+                run(["cp", "--sparse=always", base, path], check=True)
+                sfd = os.open(path, os.O_RDWR)
+                for i in range(st.prefix):
+                    if i not in st.drop:
+                        apply_op(sfd, mm, ops[i])
+                os.close(sfd)
+            else:
+                run(["cp", "--sparse=always", work, path], check=True)
             if st.extra:
                 sfd = os.open(path, os.O_RDWR)
                 for o, lo, hi, _ in st.extra:
@@ -745,7 +797,7 @@ def table(results):
             r["seed"], r["states"], r["consistent"], r["inconsistent"],
             r["states_losing"], r["records_lost"], cats or "-"))
         for k in ("states", "consistent", "inconsistent", "states_losing",
-                  "records_lost"):
+                  "records_lost", "failed"):
             tot[k] += r[k]
     lines.append("| total | | %d | %d | %d | %d | %d | |" % (
         tot["states"], tot["consistent"], tot["inconsistent"],
@@ -771,6 +823,10 @@ def main(argv=None):
                         "(F4_CRASH_STATES, default 40)")
     common.add_argument("--jobs", type=int, default=1,
                         help="states checked in parallel (default 1)")
+    common.add_argument("--violate", action="store_true",
+                        help="negative control: check states that break "
+                        "the disk model (flushed writes left out); the "
+                        "checker must report failures")
     common.add_argument("--keep-failed", type=int, default=5,
                         help="failed states whose details and images are "
                         "kept (default 5)")
@@ -805,7 +861,8 @@ def main(argv=None):
             record(a.variant, a.dir, a.seed, a.files)
             return 0
         if a.cmd == "check":
-            res = [check(a.dir, a.states, a.seed, a.jobs, a.keep_failed)]
+            res = [check(a.dir, a.states, a.seed, a.jobs, a.keep_failed,
+                         a.violate)]
         else:
             variants = a.variants.split(",")
             for v in variants:
@@ -821,7 +878,7 @@ def main(argv=None):
                         d = os.path.join(top, "%s.%d" % (v, seed))
                         record(v, d, seed, a.files)
                         res.append(check(d, a.states, seed, a.jobs,
-                                         a.keep_failed))
+                                         a.keep_failed, a.violate))
             finally:
                 if not a.keep and not a.dir:
                     bad = any(r["inconsistent"] or r["states_losing"]
@@ -855,7 +912,14 @@ def main(argv=None):
                 print("  " + "\n  ".join(p.splitlines()[:12]))
             if ex["lost"]:
                 print("  lost fsync'ed records:", ex["lost"][:20])
-    return 1 if tot["inconsistent"] or tot["states_losing"] else 0
+    failed = tot["inconsistent"] or tot["states_losing"]
+    if a.violate:
+        say("negative control: %d of %d states that break the disk model "
+            "failed the checks%s" % (tot["failed"], tot["states"],
+                                     "" if failed else
+                                     ": THE CHECKER CANNOT FAIL"))
+        return 0 if failed else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
