@@ -63,10 +63,8 @@ def shim(tmp_path_factory):
 
 @pytest.fixture
 def crashdir():
-    base = os.environ.get("F4_CRASH_DIR", "/dev/shm")
-    if not os.path.isdir(base):
-        base = None
-    d = tempfile.mkdtemp(prefix="test_crash_states.", dir=base)
+    d = tempfile.mkdtemp(prefix="test_crash_states.",
+                         dir=crashcheck.scratch_base())
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

@@ -18,9 +18,19 @@ Recording
   block device; umount waits for the daemon through it).  The kernel sends
   no I/O to it: every write to the image is the daemon's own, through its
   own descriptor on the image file (blockio.c opens the path it is given),
-  and that is what the shim records.  After the run the whole log applied
-  to the base must give exactly the final image (checked: "recorder
-  verified"), so nothing was missed.
+  and that is what the shim records; `-o nofuseblk` would log the same
+  writes.  Before any state is built, the whole log applied to the base
+  must give exactly the final image, byte for byte, or the run stops: so
+  the recorder missed nothing.  Two controls, the base and the final
+  image, must then pass the same checks as a crash state.
+
+Workload
+  An untar of small files (0-20 KiB) in nested directories, in two halves,
+  each followed by rounds of renames over existing names, hard links
+  (some of whose old names are removed), unlinks of files held open and
+  written while unlinked (closed a few rounds later), appends, overwrites
+  and truncates, and `rm -rf` of subtrees, finally of a whole untarred
+  tree; meanwhile a logger thread appends numbered records and fsyncs each.
 
 Crash states
   With F_1..F_n the flushes in the log, three kinds of states are built:
@@ -43,6 +53,9 @@ Recovery and checks, for each state
       cleanup) and unmount, then `e2fsck -fn` must be clean.
   An orphan list left by a crash is legal: both kernel ext4 and fuse4fs
   release it at the next mount, so it is judged only after that mount.
+  (`e2fsck -fn` does not release orphans: on such an image, even one cut
+  at a flush, it reports "Inodes that were part of a corrupted orphan
+  linked list found" and exits 4.)
   When the state's superblock does not say needs_recovery, e2fsck's
   journal-only run changes nothing, so (a) is the same sequence of steps
   as (b) and is run once.  A state that fuse4fs refuses to mount is
@@ -54,7 +67,7 @@ Recovery and checks, for each state
   `debugfs -c -n ... cat`).
 
 Usage
-  crashcheck.py run [--variants V,...] [--states N] [--seed S] ...
+  crashcheck.py run [--variants V,...] [--states N] [--seeds S,...] ...
       record and check each variant; print a table; exit 1 if any state
       is inconsistent or lost fsync'ed records, 2 on a setup error.
   crashcheck.py record --variant V --dir DIR [--seed S] [--files N]
@@ -67,9 +80,11 @@ Usage
       --violate the exit status is 0 only if some state failed the checks.
 
 Environment: F4_BIN (the fuse4fs binary), F4_WLOG_SHIM (the shim),
-F4_CRASH_STATES (states per
-variant), F4_CRASH_SEEDS (comma-separated seeds), F4_CRASH_VARIANTS,
-F4_CRASH_FILES, F4_CRASH_DIR (scratch directory; default /dev/shm).
+F4_CRASH_STATES (states per variant and seed), F4_CRASH_SEEDS
+(comma-separated seeds), F4_CRASH_VARIANTS, F4_CRASH_FILES, F4_CRASH_DIR
+(scratch directory; default /dev/shm if it has 2 GiB free, else $TMPDIR or
+/tmp).  Failed states' details and unrecovered images are kept in
+DIR/VARIANT.SEED/failed/.
 """
 
 import argparse
@@ -99,6 +114,8 @@ RECORDS = "/log/records"
 PIECE = 4096            # unit in which unflushed writes may be reordered
 ROUNDS = 30             # workload rounds of renames, links, unlinks, ...
 DEFAULT_FILES = 1500
+FSCK_TIMEOUT = 120      # seconds for e2fsck or debugfs on one state
+MOUNT_TIMEOUT = 20      # seconds for fuse4fs to mount a state
 
 # name: (mke2fs arguments, mount options)
 _EXT4 = ["-t", "ext4", "-b", "4096", "-I", "256", "-i", "8192"]
@@ -123,6 +140,21 @@ def say(*a):
 
 class SetupError(Exception):
     pass
+
+
+def scratch_base():
+    """F4_CRASH_DIR, else /dev/shm if it has room (a run keeps a few
+    hundred MiB of logs and images there), else the temporary directory."""
+    d = os.environ.get("F4_CRASH_DIR")
+    if d:
+        return d
+    try:
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize >= 2 << 30:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
 
 
 def fuse4fs_bin():
@@ -207,11 +239,14 @@ def mount_cycle(image, mnt, logfile):
     """A read-write mount and unmount: replay, orphan cleanup.  Returns
     None, or why it failed."""
     m = Mount(image, mnt, logfile=logfile)
-    if not m.wait_mounted():
+    if not m.wait_mounted(MOUNT_TIMEOUT):
         rc = m.proc.wait()
         m.out.close()
         with open(logfile, "rb") as f:
             tail = f.read()[-600:].decode("utf-8", "replace").strip()
+        if rc == -9:
+            return "fuse4fs refused to mount: not mounted within %d s: %s" \
+                % (MOUNT_TIMEOUT, tail)
         return "fuse4fs refused to mount (exit %s): %s" % (rc, tail)
     rc = m.umount()
     if rc:
@@ -612,11 +647,21 @@ def check_image(img, scratch, synced, cut):
     if why:
         problems.append(why)
     else:
-        p = run(["e2fsck", "-fn", img])
-        if p.returncode:
-            problems.append("e2fsck -fn exit %d:\n%s" % (p.returncode,
-                                                        p.stdout.strip()))
-    return problems, lost_records(img, synced, cut)
+        try:
+            p = run(["e2fsck", "-fn", img], timeout=FSCK_TIMEOUT)
+            if p.returncode:
+                problems.append("e2fsck -fn exit %d:\n%s" % (
+                    p.returncode, p.stdout.strip()))
+        except subprocess.TimeoutExpired:
+            problems.append("e2fsck -fn did not finish within %d s" %
+                            FSCK_TIMEOUT)
+    try:
+        lost = lost_records(img, synced, cut)
+    except subprocess.TimeoutExpired:
+        lost = [i for i, pos in synced if pos <= cut]
+        problems.append("debugfs could not read %s within %d s" % (
+            RECORDS, FSCK_TIMEOUT))
+    return problems, lost
 
 
 def check_state(path, scratch, synced, cut):
@@ -626,7 +671,11 @@ def check_state(path, scratch, synced, cut):
     if res["recovery"]:
         a = os.path.join(scratch, "a.img")
         run(["cp", "--sparse=always", path, a], check=True)
-        p = run(["e2fsck", "-E", "journal_only", "-y", a])
+        try:
+            p = run(["e2fsck", "-E", "journal_only", "-y", a],
+                    timeout=FSCK_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            p = subprocess.CompletedProcess(e.cmd, -9, "timed out", None)
         if p.returncode not in (0, 1):
             res["problems"].append("(a) e2fsck -E journal_only exit %d:\n%s"
                                    % (p.returncode, p.stdout.strip()))
@@ -812,15 +861,14 @@ def env_list(name, default):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description="Record a fuse4fs workload's writes and flushes, rebuild "
-        "crash states, recover and check each one.",
-        epilog="See the module docstring (or tests/README.md) for the model.")
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--states", type=int,
-                        default=int(os.environ.get("F4_CRASH_STATES", 40)),
+                        default=int(os.environ.get("F4_CRASH_STATES", 60)),
                         help="crash states per variant and seed "
-                        "(F4_CRASH_STATES, default 40)")
+                        "(F4_CRASH_STATES, default 60)")
     common.add_argument("--jobs", type=int, default=1,
                         help="states checked in parallel (default 1)")
     common.add_argument("--violate", action="store_true",
@@ -840,8 +888,9 @@ def main(argv=None):
                    default=int(os.environ.get("F4_CRASH_FILES", DEFAULT_FILES)),
                    help="files the workload creates (F4_CRASH_FILES, "
                    "default %d)" % DEFAULT_FILES)
-    r.add_argument("--dir", help="work directory (default: a new one under "
-                   "F4_CRASH_DIR or /dev/shm)")
+    r.add_argument("--dir", help="work directory, kept (default: a new one "
+                   "under F4_CRASH_DIR or /dev/shm or /tmp, removed unless "
+                   "states failed)")
     r.add_argument("--keep", action="store_true",
                    help="keep the work directory")
     r.add_argument("--json", help="write the results here")
@@ -868,9 +917,8 @@ def main(argv=None):
             for v in variants:
                 if v not in VARIANTS:
                     raise SetupError("unknown variant %r" % v)
-            top = a.dir or tempfile.mkdtemp(
-                prefix="crashcheck.",
-                dir=os.environ.get("F4_CRASH_DIR", "/dev/shm"))
+            top = a.dir or tempfile.mkdtemp(prefix="crashcheck.",
+                                            dir=scratch_base())
             res = []
             try:
                 for seed in [int(s) for s in a.seeds.split(",")]:
