@@ -38,12 +38,11 @@ struct f4_dindex {
 	struct f4_inode *owner;
 };
 
+/* Fold the high bits in: buckets are chosen by the low ones. */
 static uint32_t hash_name(const char *name, size_t len)
 {
-	uint32_t h = 2166136261U;
+	uint32_t h = f4_name_hash(name, len);
 
-	while (len--)
-		h = (h ^ (unsigned char)*name++) * 16777619U;
 	return h ^ (h >> 15);
 }
 

@@ -398,11 +398,6 @@ static int inline_find(struct f4fs *f, ext2_ino_t dir,
 	return fi->ino ? 1 : 0;
 }
 
-static int is_inline(const struct ext2_inode_large *inode)
-{
-	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
-}
-
 /*
  * Entries in [off, end) of an inline directory must tile it exactly.
  * libext2fs doesn't check before growing the directory out of the inode,
@@ -480,7 +475,7 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = f4_dcache_lookup(f, dir, name, len, &fd.ino, &fd.ftype);
 	if (ret != -EAGAIN)
 		goto found;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		struct inline_find fi = { name, len, 0, 0, 0, 0, 0 };
 
 		ret = inline_find(f, dir, &fi);
@@ -526,7 +521,7 @@ int f4_dir_remove(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		char nbuf[F4_NAME_MAX + 1];
 
 		memcpy(nbuf, name, len);
@@ -583,7 +578,7 @@ int f4_dir_set(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		struct inline_find fi = { name, len, 0, ino, 0, ftype, 1 };
 
 		ret = inline_find(f, dir, &fi);
@@ -717,7 +712,7 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
-	if (!is_inline(&inode) && !is_htree(f, &inode)) {
+	if (!f4_is_inline(&inode) && !is_htree(f, &inode)) {
 		ret = linear_add(f, dir, &inode, name, len, ino, ftype);
 		if (ret < 0)
 			return ret;
@@ -735,7 +730,7 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 			return ret;
 		if (is_htree(f, &inode))
 			return -ENOSPC;		/* the index is full */
-		if (!is_inline(&inode) &&
+		if (!f4_is_inline(&inode) &&
 		    EXT2_I_SIZE(&inode) == f->blocksize &&
 		    ext2fs_has_feature_dir_index(f->fs->super)) {
 			ret = f4_htree_convert(f, dir, &inode);
@@ -743,7 +738,7 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 				return ret;
 			continue;
 		}
-		if (is_inline(&inode)) {
+		if (f4_is_inline(&inode)) {
 			ret = check_inline_dir(f, dir);
 			if (ret)
 				return ret;
@@ -835,7 +830,7 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		/* The first four bytes of an inline directory are ".." */
 		inode.i_block[0] = ext2fs_cpu_to_le32(parent);
 		return f4_write_inode(f, dir, &inode);
@@ -980,15 +975,6 @@ static int snap_add(ext2_ino_t ino, int ftype, const char *name, size_t len,
 	return 0;
 }
 
-static uint32_t name_hash(const char *name, size_t len)
-{
-	uint32_t h = 2166136261U;
-
-	while (len--)
-		h = (h ^ (unsigned char)*name++) * 16777619U;
-	return h;
-}
-
 static const char *snap_name(const struct f4_dir *d, size_t i)
 {
 	return d->names + d->ents[i].name_off;
@@ -1008,7 +994,7 @@ static int snap_index(struct f4_dir *d)
 		return -ENOMEM;
 	d->index_size = size;
 	for (i = 0; i < d->nents; i++) {
-		size_t h = name_hash(snap_name(d, i), d->ents[i].namelen) &
+		size_t h = f4_name_hash(snap_name(d, i), d->ents[i].namelen) &
 			   (size - 1);
 
 		while (d->index[h])
@@ -1025,7 +1011,7 @@ static struct f4_dirent *snap_find(struct f4_dir *d, const char *name,
 
 	if (snap_index(d))
 		return NULL;
-	h = name_hash(name, len) & (d->index_size - 1);
+	h = f4_name_hash(name, len) & (d->index_size - 1);
 	for (; d->index[h]; h = (h + 1) & (d->index_size - 1)) {
 		struct f4_dirent *e = &d->ents[d->index[h] - 1];
 

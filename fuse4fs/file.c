@@ -167,11 +167,6 @@ int f4_release(struct f4fs *f, struct f4_file *fh)
 
 /* ---- inline data ------------------------------------------------------- */
 
-static int is_inline(const struct ext2_inode_large *inode)
-{
-	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
-}
-
 /* Move an inline file's data out to a block, before changing its size. */
 static int expand_inline(struct f4fs *f, ext2_ino_t ino,
 			 struct ext2_inode_large *inode)
@@ -229,7 +224,7 @@ static int may_inline(struct f4fs *f, const struct ext2_inode_large *inode)
 {
 	return ext2fs_has_feature_inline_data(f->fs->super) &&
 	       f->inode_size > EXT2_GOOD_OLD_INODE_SIZE &&
-	       LINUX_S_ISREG(inode->i_mode) && !is_inline(inode) &&
+	       LINUX_S_ISREG(inode->i_mode) && !f4_is_inline(inode) &&
 	       !EXT2_I_SIZE(inode) &&
 	       !ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)inode);
 }
@@ -333,7 +328,7 @@ static int write_inline(struct f4fs *f, ext2_ino_t ino,
 	uint64_t isize = EXT2_I_SIZE(inode), end = off + size;
 	int fresh = 0, ret;
 
-	if (!is_inline(inode)) {
+	if (!f4_is_inline(inode)) {
 		if (!may_inline(f, inode) || end > f->blocksize)
 			return 0;
 		ret = make_inline(f, ino, inode);
@@ -467,7 +462,7 @@ ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 	if (size > isize - off)
 		size = isize - off;
 
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		got = read_inline(f, ino, &inode, buf, size, off);
 		goto done;
 	}
@@ -490,7 +485,7 @@ ssize_t f4_read(struct f4fs *f, struct f4_file *fh, char *buf, size_t size,
 	got = ret ? ret : (ssize_t)size;
 done:
 	if (got > 0) {
-		if ((uint64_t)off == fh->next_read && !is_inline(&inode))
+		if ((uint64_t)off == fh->next_read && !f4_is_inline(&inode))
 			readahead_data(f, fh, ino, &inode,
 				       (off + got - 1) / f->blocksize + 1, isize);
 		fh->next_read = off + got;
@@ -595,7 +590,7 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return -EFBIG;
 	if (size > max - off)
 		size = max - off;
-	if (is_inline(&inode) || may_inline(f, &inode)) {
+	if (f4_is_inline(&inode) || may_inline(f, &inode)) {
 		ret = write_inline(f, ino, &inode, buf, size, off);
 		if (ret < 0)
 			return ret;
@@ -724,7 +719,7 @@ int f4_truncate(struct f4fs *f, ext2_ino_t ino,
 	uint64_t isize = EXT2_I_SIZE(inode), bs = f->blocksize;
 	int ret;
 
-	if (is_inline(inode) && size != isize) {
+	if (f4_is_inline(inode) && size != isize) {
 		ret = set_inline(f, ino, inode, NULL, 0, 0, size);
 		if (ret < 0)
 			return ret;
@@ -765,7 +760,7 @@ int f4_free_blocks_all(struct f4fs *f, ext2_ino_t ino,
 	if (LINUX_S_ISLNK(mode) &&
 	    ext2fs_is_fast_symlink((struct ext2_inode *)inode))
 		return 0;
-	if (is_inline(inode))
+	if (f4_is_inline(inode))
 		return 0;		/* lives in the inode and its xattrs */
 	if (!ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
 		return 0;
@@ -859,7 +854,7 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	end = (uint64_t)off + len;
 	if (end > max || end < (uint64_t)off)
 		return -EFBIG;
-	if (is_inline(&inode)) {
+	if (f4_is_inline(&inode)) {
 		ret = expand_inline(f, ino, &inode);
 		if (ret)
 			return ret;
@@ -914,7 +909,7 @@ off_t f4_lseek(struct f4fs *f, ext2_ino_t ino, off_t off, int whence)
 		return -EINVAL;		/* the kernel handles these */
 	if (off < 0 || (uint64_t)off >= isize)
 		return -ENXIO;
-	if (is_inline(&inode))
+	if (f4_is_inline(&inode))
 		return whence == SEEK_DATA ? off : (off_t)isize;
 	end = (isize + bs - 1) / bs;
 	for (lblk = off / bs; lblk < end; lblk += map.len) {
@@ -954,7 +949,7 @@ int f4_bmap(struct f4fs *f, ext2_ino_t ino, uint64_t blocksize,
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
-	if (is_inline(&inode))
+	if (f4_is_inline(&inode))
 		return -EINVAL;
 	byte = *idx * blocksize;
 	ret = f4_map_blocks(f, ino, &inode, byte / f->blocksize, 1, &map);
@@ -1030,7 +1025,7 @@ int f4_trim_past_eof(struct f4fs *f, ext2_ino_t ino,
 {
 	uint64_t bs = f->blocksize;
 
-	if (!LINUX_S_ISREG(inode->i_mode) || is_inline(inode) ||
+	if (!LINUX_S_ISREG(inode->i_mode) || f4_is_inline(inode) ||
 	    !ext2fs_inode_has_valid_blocks2(f->fs, (struct ext2_inode *)inode))
 		return 0;
 	return punch_blocks(f, ino, inode, (EXT2_I_SIZE(inode) + bs - 1) / bs,

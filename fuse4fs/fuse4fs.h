@@ -38,7 +38,6 @@
 #define F4_ROOT_INO	EXT2_ROOT_INO
 #define F4_NAME_MAX	255
 #define F4_LINK_MAX	65000		/* EXT4_LINK_MAX */
-#define F4_EXT2_LINK_MAX 32000		/* EXT2_LINK_MAX, without dir_nlink */
 #define F4_SYMLINK_MAX	4095		/* longest target PATH_MAX allows */
 
 enum f4_errors_behaviour {
@@ -370,6 +369,21 @@ void f4_dir_snapshots_update(struct f4fs *f, ext2_ino_t dir,
 			     int ftype);
 void f4_releasedir(struct f4fs *f, struct f4_dir *d);
 int f4_ftype_to_dt(int ftype);
+
+/* FNV-1a: the hash of the in-memory name tables (dir.c, dcache.c). */
+static inline uint32_t f4_name_hash(const char *name, size_t len)
+{
+	uint32_t h = 2166136261U;
+
+	while (len--)
+		h = (h ^ (unsigned char)*name++) * 16777619U;
+	return h;
+}
+
+static inline int f4_is_inline(const struct ext2_inode_large *inode)
+{
+	return !!(inode->i_flags & EXT4_INLINE_DATA_FL);
+}
 int f4_mode_to_ftype(mode_t mode);
 int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
 		   int (*fn)(ext2_ino_t ino, int ftype, const char *name,

@@ -33,7 +33,6 @@
 #define ACL_GROUP	0x08
 #define ACL_MASK	0x10
 #define ACL_OTHER	0x20
-#define ACL_UNDEF_ID	((uint32_t)-1)
 
 struct acl_entry {
 	uint16_t tag;
