@@ -83,12 +83,13 @@ def test_crash_states(crash_variant, shim, crashdir):
     text, tot = crashcheck.table(results)
     details = []
     for r in results:
-        for ex in r["examples"][:3]:
+        for ex in crashcheck.shown_examples(r):
             details.append("%s %s: %s\n  %s" % (
                 r["variant"], ex["state"], ex["what"],
                 "\n  ".join("\n".join(ex["problems"]).splitlines()[:15])))
             if ex["lost"]:
-                details.append("  lost fsync'ed records: %s" % ex["lost"])
+                details.append("  lost fsync'ed records: %s\n  %s" % (
+                    ex["lost"], "\n  ".join(ex["lost_notes"])))
     assert tot["states"] >= min(STATES, 20) * len(SEEDS), \
         "too few crash states could be built:\n" + text
     assert tot["inconsistent"] == 0 and tot["states_losing"] == 0, \

@@ -623,24 +623,39 @@ def needs_recovery(image):
 
 
 def read_records(image):
+    """The logger's file as debugfs reads it (catastrophic mode, no
+    checksum checks: as much as can be read at all), and debugfs's
+    complaints."""
     p = subprocess.run(["debugfs", "-c", "-n", "-R", "cat " + RECORDS, image],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=60)
-    return p.stdout
+                       timeout=FSCK_TIMEOUT)
+    err = [x for x in p.stderr.decode("utf-8", "replace").splitlines()
+           if x.strip() and not x.startswith("debugfs ") and
+           "catastrophic mode" not in x]
+    return p.stdout, "; ".join(err)
 
 
-def lost_records(image, synced, cut):
+def lost_records(image, synced, cut, notes=None):
+    """Records whose fsync returned at or before log position cut and
+    that image does not hold; why, if debugfs said something, goes to
+    notes."""
     need = [i for i, pos in synced if pos <= cut]
     if not need:
         return []
-    data = read_records(image)
-    return [i for i in need
+    data, err = read_records(image)
+    lost = [i for i in need
             if data[i * REC_SIZE:(i + 1) * REC_SIZE] != record_bytes(i)]
+    if lost and notes is not None:
+        notes.append("%d of %d records fsync'ed before the cut missing or "
+                     "wrong (%d bytes read)%s" % (
+                         len(lost), len(need), len(data),
+                         ": debugfs: " + err if err else ""))
+    return lost
 
 
-def check_image(img, scratch, synced, cut):
+def check_image(img, scratch, synced, cut, notes):
     """Recover img in place as a mount would, then check it.  Returns
-    (problems, lost)."""
+    (problems, lost); what is known about lost records goes to notes."""
     problems = []
     why = mount_cycle(img, os.path.join(scratch, "mnt"),
                       os.path.join(scratch, "mount.log"))
@@ -656,10 +671,10 @@ def check_image(img, scratch, synced, cut):
             problems.append("e2fsck -fn did not finish within %d s" %
                             FSCK_TIMEOUT)
     try:
-        lost = lost_records(img, synced, cut)
+        lost = lost_records(img, synced, cut, notes)
     except subprocess.TimeoutExpired:
         lost = [i for i, pos in synced if pos <= cut]
-        problems.append("debugfs could not read %s within %d s" % (
+        notes.append("debugfs could not read %s within %d s" % (
             RECORDS, FSCK_TIMEOUT))
     return problems, lost
 
@@ -667,7 +682,8 @@ def check_image(img, scratch, synced, cut):
 def check_state(path, scratch, synced, cut):
     """Both recovery paths; returns a result dict."""
     os.makedirs(os.path.join(scratch, "mnt"), exist_ok=True)
-    res = dict(recovery=needs_recovery(path), problems=[], lost=[])
+    res = dict(recovery=needs_recovery(path), problems=[], lost=[],
+               lost_notes=[])
     if res["recovery"]:
         a = os.path.join(scratch, "a.img")
         run(["cp", "--sparse=always", path, a], check=True)
@@ -680,11 +696,12 @@ def check_state(path, scratch, synced, cut):
             res["problems"].append("(a) e2fsck -E journal_only exit %d:\n%s"
                                    % (p.returncode, p.stdout.strip()))
         else:
-            probs, lost = check_image(a, scratch, synced, cut)
+            probs, lost = check_image(a, scratch, synced, cut,
+                                      res["lost_notes"])
             res["problems"] += ["(a) " + x for x in probs]
             res["lost"] = lost
         os.unlink(a)
-    probs, lost = check_image(path, scratch, synced, cut)
+    probs, lost = check_image(path, scratch, synced, cut, res["lost_notes"])
     res["problems"] += [("(b) " if res["recovery"] else "") + x for x in probs]
     res["lost"] = sorted(set(res["lost"]) | set(lost))
     return res
@@ -748,6 +765,7 @@ def check(d, nstates, seed, jobs=1, keep_failed=5, violate=False):
     applied = 0
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
     pending = collections.deque()
+    kept = dict(bad=0, lost=0)      # failed states whose details are kept
     t0 = time.monotonic()
 
     def finish(st, fut, path, scratch):
@@ -769,9 +787,13 @@ def check(d, nstates, seed, jobs=1, keep_failed=5, violate=False):
             summary["states_losing"] += 1
             summary["records_lost"] += len(r["lost"])
             k[2] += 1
-        if (bad or r["lost"]) and len(summary["examples"]) < keep_failed:
+        if ((bad and kept["bad"] < keep_failed) or
+                (r["lost"] and kept["lost"] < keep_failed)):
+            kept["bad"] += bool(bad)
+            kept["lost"] += bool(r["lost"])
             info = dict(state=st.name, what=st.describe(),
-                        problems=r["problems"], lost=r["lost"][:50])
+                        problems=r["problems"], lost=r["lost"][:50],
+                        lost_notes=r["lost_notes"])
             summary["examples"].append(info)
             with open(os.path.join(fails_dir, st.name + ".txt"), "w") as f:
                 f.write(json.dumps(info, indent=1) + "\n")
@@ -810,7 +832,7 @@ def check(d, nstates, seed, jobs=1, keep_failed=5, violate=False):
                 for o, lo, hi, _ in st.extra:
                     apply_op(sfd, mm, o, lo, hi)
                 os.close(sfd)
-            if len(summary["examples"]) < keep_failed:
+            if min(kept.values()) < keep_failed:
                 run(["cp", "--sparse=always", path, path + ".orig"],
                     check=True)
             scratch = os.path.join(d, st.name + ".d")
@@ -832,6 +854,14 @@ def check(d, nstates, seed, jobs=1, keep_failed=5, violate=False):
 
 # ---------------------------------------------------------------------------
 # the command line
+
+def shown_examples(r, n=3):
+    """The first n inconsistent states and the first n that lost
+    records."""
+    bad = [x for x in r["examples"] if x["problems"]][:n]
+    lost = [x for x in r["examples"] if x["lost"]][:n]
+    return [x for x in r["examples"] if x in bad or x in lost]
+
 
 def table(results):
     lines = ["| variant | seed | states | consistent | inconsistent | "
@@ -927,6 +957,9 @@ def main(argv=None):
                         record(v, d, seed, a.files)
                         res.append(check(d, a.states, seed, a.jobs,
                                          a.keep_failed, a.violate))
+                        if a.json:
+                            with open(a.json, "w") as f:
+                                json.dump(res, f, indent=1)
             finally:
                 if not a.keep and not a.dir:
                     bad = any(r["inconsistent"] or r["states_losing"]
@@ -945,21 +978,20 @@ def main(argv=None):
                                         os.unlink(fp)
                     else:
                         shutil.rmtree(top, ignore_errors=True)
-            if a.json:
-                with open(a.json, "w") as f:
-                    json.dump(res, f, indent=1)
-    except SetupError as e:
+    except (SetupError, OSError, subprocess.SubprocessError) as e:
         say("error:", e)
         return 2
     text, tot = table(res)
     print(text)
     for r in res:
-        for ex in r["examples"][:3]:
+        for ex in shown_examples(r):
             print("\n%s %s: %s" % (r["variant"], ex["state"], ex["what"]))
             for p in ex["problems"]:
                 print("  " + "\n  ".join(p.splitlines()[:12]))
             if ex["lost"]:
                 print("  lost fsync'ed records:", ex["lost"][:20])
+                for n in ex["lost_notes"]:
+                    print("  " + n)
     failed = tot["inconsistent"] or tot["states_losing"]
     if a.violate:
         say("negative control: %d of %d states that break the disk model "
