@@ -19,7 +19,10 @@ crashcheck-long` runs thousands of states.
 These tests fail on a build that writes metadata in place without the
 journal (every fuse4fs before issue 14's journaled writes): that is what
 they are for.  They pass once every metadata write goes through the
-journal.
+journal.  On the last build without it (main at cd7e0df), each of the
+seven variant tests failed, with 23 to 41 of its 60 states inconsistent
+(216 and 227 of 420 in two runs) and no fsync'ed record lost; test_checker_can_fail,
+the negative control, passes with or without the journal.
 """
 
 import os
@@ -33,6 +36,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "tools"))
 import crashcheck  # noqa: E402
+import journal_images as J  # noqa: E402
 
 pytestmark = [pytest.mark.fuse_only, pytest.mark.timeout(600)]
 
@@ -114,3 +118,40 @@ def test_checker_can_fail(shim, crashdir):
     lost = crashcheck.lost_records(os.path.join(d, "image.img"),
                                    man["synced"] + [[n + 5, 0]], 1 << 62)
     assert lost == [n + 5]
+
+
+@pytest.mark.parametrize("flags", [J.GOING_FLAGS_LOGFLUSH,
+                                   J.GOING_FLAGS_NOLOGFLUSH])
+def test_checker_passes_kernel_crash(flags, shim, crashdir):
+    """The positive control: a crash of kernel ext4 (its shutdown ioctl,
+    with and without flushing the log, while unlinked files are held
+    open) is a state that needs journal replay (and, when the log was
+    flushed, has orphans: e2fsck -fn on it as it is reports errors); the
+    checker's recovery (both paths) must find it consistent.  A checker that fails everything
+    fails here."""
+    img = os.path.join(crashdir, "kernel.img")
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    crashcheck.run(["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-I",
+                    "256", img], check=True)
+    with J.mounted(img) as m:
+        os.mkdir(m / "d")
+        for i in range(300):
+            (m / "d" / ("f%d" % i)).write_bytes(b"x" * (i * 37 % 9000))
+        os.sync()                   # a committed transaction to replay
+        held = []
+        for i in range(5):
+            held.append(os.open(m / "d" / ("f%d" % i), os.O_RDWR))
+            os.unlink(m / "d" / ("f%d" % i))
+        for i in range(10, 100):
+            os.rename(m / "d" / ("f%d" % i), m / "d" / ("f%d" % (i + 100)))
+        J.shutdown(str(m), flags)
+        for fd in held:
+            os.close(fd)
+    assert crashcheck.needs_recovery(img)
+    if flags == J.GOING_FLAGS_LOGFLUSH:
+        # the orphans and the logged renames are not in place yet
+        assert crashcheck.run(["e2fsck", "-fn", img]).returncode == 4
+    res = crashcheck.check_state(img, os.path.join(crashdir, "scratch"),
+                                 [], 0)
+    assert res["recovery"] and res["problems"] == [], res["problems"]
