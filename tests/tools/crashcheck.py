@@ -74,6 +74,16 @@ Usage
   crashcheck.py check --dir DIR [--states N] [--seed S]
       the two halves of `run`, on a directory of base.img, image.img,
       wlog and manifest.json.
+  crashcheck.py interrupt --driver kernel|fuse4fs --how H,... [--runs N]
+      live mounts instead of rebuilt states: the workload runs on a fresh
+      mount and is interrupted after a random delay, by the shutdown ioctl
+      (EXT4_IOC_SHUTDOWN in its three modes: shutdown-flush,
+      shutdown-logflush, shutdown-nologflush) or by kill9 (SIGKILL of the
+      fuse4fs daemon); the image left behind is checked like a crash
+      state, and every record whose fsync returned before the interrupt
+      must be there.  With --driver kernel it is the baseline: kernel ext4
+      passes these checks on this workload.  fuse4fs without journaled
+      writes answers the shutdown ioctl with ENOTTY (exit 2).
   --violate (run, check): a negative control.  States that no disk may
       produce (the log up to a flush, with about half of the writes of
       five earlier flush intervals left out) must come out broken; with
@@ -280,6 +290,7 @@ class Workload:
         return (b * (size // 64 + 1))[:size]
 
     def logger(self):
+        fd = -1
         try:
             fd = os.open(self.p("log", "records"),
                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -290,9 +301,14 @@ class Workload:
                 self.synced.append((i, os.stat(self.wlog).st_size))
                 i += 1
                 time.sleep(0.004)
-            os.close(fd)
         except OSError as e:
             self.error = e
+        finally:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def untar(self, n, top):
         os.mkdir(self.p(top))
@@ -336,11 +352,11 @@ class Workload:
             a = self.pick()
             if not a:
                 break
-            fd = os.open(self.p(a), os.O_RDWR)
+            self.held.append(os.open(self.p(a), os.O_RDWR))
             os.unlink(self.p(a))
             self.files.remove(a)
-            os.pwrite(fd, self.content(rng.choice((100, 6000))), 50)
-            self.held.append(fd)
+            os.pwrite(self.held[-1], self.content(rng.choice((100, 6000))),
+                      50)
         while len(self.held) > 6:               # ... and close later
             os.close(self.held.pop(0))
         for _ in range(12):                     # appends and overwrites
@@ -381,7 +397,10 @@ class Workload:
                 shutil.rmtree(self.p(d))        # a whole untarred tree
         finally:
             while self.held:
-                os.close(self.held.pop())
+                try:
+                    os.close(self.held.pop())
+                except OSError:
+                    pass            # the file system is gone (interrupt)
             self.stop.set()
             t.join()
         if self.error:
@@ -428,6 +447,157 @@ def record(variant, d, seed, nfiles):
         say("%s: WARNING: the image after a clean unmount is not clean:\n%s"
             % (variant, fsck.stdout))
     return man
+
+
+# ---------------------------------------------------------------------------
+# interrupting a live mount: shutdown ioctl, kill -9
+
+EXT4_IOC_SHUTDOWN = (2 << 30) | (4 << 16) | (ord("X") << 8) | 125
+INTERRUPTS = collections.OrderedDict([
+    ("shutdown-flush", 0),      # flush everything, then stop
+    ("shutdown-logflush", 1),   # commit the log, then stop
+    ("shutdown-nologflush", 2),  # stop at once
+    ("kill9", None),            # SIGKILL the daemon (fuse4fs only)
+])
+
+
+def close_fds_under(mnt):
+    """Close whatever this process still has open below mnt (a workload
+    stopped by an error half-way may leave a descriptor)."""
+    mnt = os.path.realpath(mnt)
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue
+        if target == mnt or target.startswith(mnt + "/"):
+            try:
+                os.close(int(name))
+            except OSError:
+                pass
+
+
+def interrupt_run(driver, variant, how, seed, d, nfiles, max_delay):
+    """Run the workload on a fresh image mounted by driver (kernel or
+    fuse4fs), interrupt it after a random delay, and check the image left
+    behind like a crash state: every record whose fsync returned before
+    the interrupt must be there.  Returns a result dict."""
+    import fcntl
+    mkfs, opts = VARIANTS[variant]
+    rng = random.Random(seed)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "mnt"))
+    img, mnt = os.path.join(d, "image.img"), os.path.join(d, "mnt")
+    nolog = os.path.join(d, "nolog")
+    open(nolog, "w").close()
+    with open(img, "wb") as f:
+        f.truncate(IMAGE_SIZE)
+    run(["mke2fs", "-q", "-F", "-E", "nodiscard"] + mkfs + [img], check=True)
+    m = None
+    if driver == "kernel":
+        run(["mount", "-t", "ext4", "-o", ",".join(["loop"] + opts), img,
+             mnt], check=True)
+    else:
+        m = Mount(img, mnt, opts, logfile=os.path.join(d, "daemon.log"))
+        if not m.wait_mounted():
+            raise SetupError("fuse4fs did not mount %s" % img)
+    w = Workload(mnt, nolog, seed, nfiles)
+    errors = []
+
+    def work():
+        try:
+            w.run()
+        except OSError as e:
+            errors.append(e)
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(rng.uniform(0.02, max_delay))
+    required = list(w.synced)           # fsync returned before the cut
+    if how == "kill9":
+        m.proc.kill()
+    else:
+        fd = os.open(mnt, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN,
+                        struct.pack("I", INTERRUPTS[how]))
+        except OSError as e:
+            os.close(fd)
+            w.stop.set()
+            t.join()
+            close_fds_under(mnt)
+            if m:
+                m.umount()
+            else:
+                run(["umount", mnt])
+            raise SetupError("%s: the shutdown ioctl failed: %s" % (
+                driver, e))
+        os.close(fd)
+    t.join(120)
+    if t.is_alive():
+        raise SetupError("%s: the workload hangs after %s" % (driver, how))
+    close_fds_under(mnt)
+    if m:
+        if m.umount() not in (0, -9) and how != "kill9":
+            raise SetupError("fuse4fs exited badly after %s" % how)
+    else:
+        for _ in range(50):
+            if run(["umount", mnt]).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            run(["umount", mnt], check=True)
+    res = check_state(img, os.path.join(d, "scratch"),
+                      [(i, 0) for i, _ in required], 0)
+    res.update(driver=driver, variant=variant, how=how, seed=seed,
+               required=len(required), finished=not errors)
+    if not res["problems"] and not res["lost"]:
+        shutil.rmtree(d, ignore_errors=True)
+    return res
+
+
+def interrupt(driver, variants, hows, runs, seed, top, nfiles, max_delay):
+    results = []
+    for v in variants:
+        for how in hows:
+            for k in range(runs):
+                s = seed * 1000 + k
+                d = os.path.join(top, "%s.%s.%s.%d" % (driver, v, how, s))
+                r = interrupt_run(driver, v, how, s, d, nfiles, max_delay)
+                results.append(r)
+                if r["problems"] or r["lost"]:
+                    say("%s %s %s seed %d: %s%s (kept in %s)" % (
+                        driver, v, how, s,
+                        r["problems"][0].splitlines()[0] if r["problems"]
+                        else "", " lost %d of %d fsync'ed records" % (
+                            len(r["lost"]), r["required"])
+                        if r["lost"] else "", d))
+        say("%s %s: %d runs done" % (driver, v, len(results)))
+    return results
+
+
+def interrupt_table(results):
+    rows = collections.OrderedDict()
+    for r in results:
+        k = (r["driver"], r["variant"], r["how"])
+        c = rows.setdefault(k, collections.Counter())
+        c["runs"] += 1
+        c["finished"] += r["finished"]
+        c["inconsistent"] += bool(r["problems"])
+        c["losing"] += bool(r["lost"])
+        c["lost"] += len(r["lost"])
+    lines = ["| driver | variant | interrupt | runs | consistent | "
+             "inconsistent | runs losing fsync'ed records | records lost |",
+             "|---|---|---|---|---|---|---|---|"]
+    tot = collections.Counter()
+    for (drv, v, how), c in rows.items():
+        lines.append("| %s | %s | %s | %d | %d | %d | %d | %d |" % (
+            drv, v, how, c["runs"], c["runs"] - c["inconsistent"],
+            c["inconsistent"], c["losing"], c["lost"]))
+        tot.update(c)
+    lines.append("| total | | | %d | %d | %d | %d | %d |" % (
+        tot["runs"], tot["runs"] - tot["inconsistent"], tot["inconsistent"],
+        tot["losing"], tot["lost"]))
+    return "\n".join(lines), tot
 
 
 # ---------------------------------------------------------------------------
@@ -933,12 +1103,43 @@ def main(argv=None):
                        help="only check a recorded directory")
     c.add_argument("--dir", required=True)
     c.add_argument("--seed", type=int, default=1)
+    i = sub.add_parser("interrupt", help="interrupt live mounts instead: "
+                       "the shutdown ioctl or kill -9, at random moments")
+    i.add_argument("--driver", choices=("kernel", "fuse4fs"),
+                   default="fuse4fs")
+    i.add_argument("--how", default="shutdown-logflush",
+                   help="comma-separated, of: " + ", ".join(INTERRUPTS))
+    i.add_argument("--variants", default=",".join(VARIANTS))
+    i.add_argument("--runs", type=int, default=5,
+                   help="interrupts per variant and kind (default 5)")
+    i.add_argument("--seed", type=int, default=1)
+    i.add_argument("--files", type=int, default=DEFAULT_FILES)
+    i.add_argument("--max-delay", type=float, default=1.0,
+                   help="latest interrupt, seconds into the workload")
+    i.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
 
     try:
         if a.cmd == "record":
             record(a.variant, a.dir, a.seed, a.files)
             return 0
+        if a.cmd == "interrupt":
+            hows = a.how.split(",")
+            for h in hows:
+                if h not in INTERRUPTS or (h == "kill9" and
+                                           a.driver == "kernel"):
+                    raise SetupError("no interrupt %r for %s" % (h, a.driver))
+            top = tempfile.mkdtemp(prefix="crashcheck.", dir=scratch_base())
+            res = interrupt(a.driver, a.variants.split(","), hows, a.runs,
+                            a.seed, top, a.files, a.max_delay)
+            if a.json:
+                with open(a.json, "w") as f:
+                    json.dump(res, f, indent=1)
+            text, tot = interrupt_table(res)
+            print(text)
+            if not os.listdir(top):
+                os.rmdir(top)
+            return 1 if tot["inconsistent"] or tot["losing"] else 0
         if a.cmd == "check":
             res = [check(a.dir, a.states, a.seed, a.jobs, a.keep_failed,
                          a.violate)]
