@@ -14,7 +14,10 @@
  * drops whatever it overlaps first.
  *
  * Writes past the end of the file system, once its size is known, are
- * refused: a damaged block map must never make us write outside it.
+ * refused: a damaged block map must never make us write outside it.  And
+ * no write at all may leave the byte range the file system was given (its
+ * partition, or the device past the offset: the "end" option, fixed when
+ * the channel opens, before anything on the image is read).
  */
 #include "config.h"
 
@@ -40,6 +43,7 @@ struct f4_io {
 	int blockdev;
 	unsigned long long offset;	/* where the file system starts */
 	unsigned long long limit;	/* blocks; 0 until known */
+	unsigned long long end;		/* bytes from offset; 0: none */
 	unsigned long long cache_bytes;
 	int block_size;
 	struct cache cache;
@@ -104,6 +108,12 @@ static errcode_t raw_pwrite(struct f4_io *io, const void *buf, size_t size,
 
 	if (!io->rw)
 		return EXT2_ET_RO_FILSYS;
+	if (io->end && (pos > io->end || size > io->end - pos)) {
+		f4_log(3, "refusing to write bytes %llu-%llu: past the end of "
+		       "the file system's partition or device (%llu bytes)",
+		       pos, pos + size - 1, io->end);
+		return EXT2_ET_BAD_BLOCK_NUM;
+	}
 	while (done < size) {
 		ssize_t n = pwrite(io->fd, (const char *)buf + done,
 				   size - done, io->offset + pos + done);
@@ -123,6 +133,10 @@ static errcode_t raw_pwrite(struct f4_io *io, const void *buf, size_t size,
 static int outside(struct f4_io *io, unsigned long long block,
 		   unsigned long long count)
 {
+	unsigned long long end = io->end / io->block_size;
+
+	if (io->end && (block >= end || count > end - block))
+		return 1;
 	if (!io->limit)
 		return 0;
 	return block >= io->limit || count > io->limit - block;
@@ -668,6 +682,13 @@ static errcode_t f4_set_option(io_channel channel, const char *option,
 		io->limit = val;
 		return 0;
 	}
+	if (!strcmp(option, "end")) {
+		/* set once, when the channel opens: nothing may widen it */
+		if (io->end && (!val || val > io->end))
+			return EXT2_ET_INVALID_ARGUMENT;
+		io->end = val;
+		return 0;
+	}
 	return EXT2_ET_INVALID_ARGUMENT;
 }
 
@@ -842,6 +863,23 @@ errcode_t f4_io_write_data(io_channel io, unsigned long long block, int count,
 		return EXT2_ET_BAD_BLOCK_NUM;
 	}
 	return write_many(data, block, count, buf);
+}
+
+/*
+ * Bytes written since the last call (or the open), for s_kbytes_written.
+ * Taking them resets the count, so that ext2fs_close2(), which adds what
+ * get_stats reports when the counter is already in use, doesn't count
+ * them a second time.
+ */
+unsigned long long f4_io_take_written(io_channel io)
+{
+	unsigned long long n = 0;
+
+	if (is_ours(io)) {
+		n = chan_io(io)->bytes_written;
+		chan_io(io)->bytes_written = 0;
+	}
+	return n;
 }
 
 /* errors=panic: from now on nothing reaches the device. */

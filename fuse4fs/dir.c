@@ -190,12 +190,12 @@ static int read_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 		      int htree, blk64_t pblk, char *buf)
 {
 	errcode_t err;
-	int ok;
+	int ok, ret;
 
-	if (pblk < f->fs->super->s_first_data_block ||
-	    pblk >= ext2fs_blocks_count(f->fs->super))
-		return f4_corrupt(f, dir, "directory block %llu out of range",
-				  (unsigned long long)pblk);
+	/* inside the file system, and not in its metadata */
+	ret = f4_valid_data_blocks(f, dir, pblk, 1);
+	if (ret)
+		return ret;
 	err = io_channel_read_blk64(f->fs->io, pblk, 1, buf);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory block");
@@ -221,6 +221,9 @@ static int write_block(struct f4fs *f, ext2_ino_t dir, uint32_t gen,
 	errcode_t err;
 	int ret;
 
+	ret = f4_valid_data_blocks(f, dir, pblk, 1);
+	if (ret)
+		return ret;
 	if (ext2fs_has_feature_metadata_csum(f->fs->super) &&
 	    is_dx_block(f, buf, htree)) {
 		err = ext2fs_write_dir_block4(f->fs, pblk, buf, 0, dir);
@@ -351,6 +354,9 @@ static int iterate(struct f4fs *f, ext2_ino_t dir, int flags,
 		return ret;
 	if (inode.i_flags & EXT4_INLINE_DATA_FL)
 		flags |= DIRENT_FLAG_INCLUDE_INLINE_DATA;
+	ret = f4_valid_file_blocks(f, dir, &inode);
+	if (ret)
+		return ret;
 	err = ext2fs_dir_iterate2(f->fs, dir, flags, NULL, fn, arg);
 	if (err)
 		return f4_fs_error(f, dir, err, "reading directory");
@@ -451,6 +457,66 @@ static int check_inline_dir(struct f4fs *f, ext2_ino_t dir)
 	return ok ? 0 : f4_corrupt(f, dir, "damaged inline directory entries");
 }
 
+/*
+ * "." and ".." open a directory's first block, also in a hashed
+ * directory (where the root's ".." spans the index), which the hash
+ * never leads to; an inline directory keeps ".." as its first four
+ * bytes.  Read the block and find "..": *dotdot points into buf.
+ */
+static int dotdot_entry(struct f4fs *f, ext2_ino_t dir,
+			const struct ext2_inode_large *inode, char *buf,
+			blk64_t *pblk, struct ext2_dir_entry **dotdot)
+{
+	struct ext2_dir_entry *dot;
+	errcode_t err;
+	int ret, rec_len;
+
+	*pblk = 0;
+	err = ext2fs_bmap2(f->fs, dir, (struct ext2_inode *)inode, NULL, 0, 0,
+			   NULL, pblk);
+	if (err)
+		return f4_fs_error(f, dir, err, "mapping directory");
+	if (!*pblk)
+		return f4_corrupt(f, dir, "directory has no first block");
+	ret = read_block(f, dir, inode->i_generation,
+			 !!(inode->i_flags & EXT2_INDEX_FL), *pblk, buf);
+	if (ret)
+		return ret;
+	rec_len = dirent_at(f, buf, 0, f->blocksize, &dot);
+	if (rec_len <= 0 || ext2fs_dirent_name_len(dot) != 1 ||
+	    dot->name[0] != '.' ||
+	    dirent_at(f, buf, rec_len, f->blocksize, dotdot) <= 0 ||
+	    ext2fs_dirent_name_len(*dotdot) != 2 ||
+	    memcmp((*dotdot)->name, "..", 2))
+		return f4_corrupt(f, dir, "first directory block lacks \".\" "
+				  "and \"..\"");
+	return 0;
+}
+
+/* The parent a directory's ".." names. */
+static int dir_get_dotdot(struct f4fs *f, ext2_ino_t dir,
+			  const struct ext2_inode_large *inode,
+			  ext2_ino_t *parent)
+{
+	struct ext2_dir_entry *dotdot;
+	blk64_t pblk;
+	char *buf;
+	int ret;
+
+	if (f4_is_inline(inode)) {
+		*parent = ext2fs_le32_to_cpu(inode->i_block[0]);
+		return 0;
+	}
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	ret = dotdot_entry(f, dir, inode, buf, &pblk, &dotdot);
+	if (!ret)
+		*parent = dotdot->inode;
+	free(buf);
+	return ret;
+}
+
 /* ---- the interface ---------------------------------------------------- */
 
 static int check_found(struct f4fs *f, ext2_ino_t dir, ext2_ino_t ino)
@@ -472,6 +538,18 @@ int f4_dir_lookup(struct f4fs *f, ext2_ino_t dir, const char *name,
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
 		return ret;
+	if (len <= 2 && name[0] == '.' && (len == 1 || name[1] == '.')) {
+		/* Not where the name hash (or the dcache) would look */
+		fd.ino = dir;
+		fd.ftype = EXT2_FT_DIR;
+		if (len == 2) {
+			ret = dir_get_dotdot(f, dir, &inode, &fd.ino);
+			if (ret)
+				return ret;
+		}
+		ret = 1;
+		goto found;
+	}
 	ret = f4_dcache_lookup(f, dir, name, len, &fd.ino, &fd.ftype);
 	if (ret != -EAGAIN)
 		goto found;
@@ -722,6 +800,10 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 	memcpy(nbuf, name, len);
 	nbuf[len] = 0;
 	for (tries = 0; tries < 4; tries++) {
+		/* libext2fs writes wherever the directory's map says */
+		ret = f4_valid_file_blocks(f, dir, &inode);
+		if (ret)
+			return ret;
 		err = ext2fs_link(f->fs, dir, nbuf, ino, ftype);
 		if (err != EXT2_ET_DIR_NO_SPACE)
 			break;
@@ -743,6 +825,9 @@ int f4_dir_add(struct f4fs *f, ext2_ino_t dir, const char *name, size_t len,
 			if (ret)
 				return ret;
 		}
+		ret = f4_valid_file_blocks(f, dir, &inode);
+		if (ret)
+			return ret;
 		err = ext2fs_expand_dir(f->fs, dir);
 		if (err)
 			return f4_fs_error(f, dir, err, "growing directory");
@@ -821,11 +906,10 @@ int f4_dir_iterate(struct f4fs *f, ext2_ino_t dir,
 int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 {
 	struct ext2_inode_large inode;
-	struct ext2_dir_entry *dot, *dotdot;
-	blk64_t pblk = 0;
+	struct ext2_dir_entry *dotdot;
+	blk64_t pblk;
 	char *buf;
-	errcode_t err;
-	int ret, rec_len;
+	int ret;
 
 	ret = read_dir_inode(f, dir, &inode);
 	if (ret)
@@ -835,36 +919,18 @@ int f4_dir_set_dotdot(struct f4fs *f, ext2_ino_t dir, ext2_ino_t parent)
 		inode.i_block[0] = ext2fs_cpu_to_le32(parent);
 		return f4_write_inode(f, dir, &inode);
 	}
-	err = ext2fs_bmap2(f->fs, dir, (struct ext2_inode *)&inode, NULL, 0, 0,
-			   NULL, &pblk);
-	if (err)
-		return f4_fs_error(f, dir, err, "mapping directory");
-	if (!pblk)
-		return f4_corrupt(f, dir, "directory has no first block");
 	buf = malloc(f->blocksize);
 	if (!buf)
 		return -ENOMEM;
-	ret = read_block(f, dir, inode.i_generation,
-			 !!(inode.i_flags & EXT2_INDEX_FL), pblk, buf);
-	if (ret)
-		goto out;
-	rec_len = dirent_at(f, buf, 0, f->blocksize, &dot);
-	if (rec_len <= 0)
-		goto bad;
-	if (dirent_at(f, buf, rec_len, f->blocksize, &dotdot) <= 0)
-		goto bad;
-	if (ext2fs_dirent_name_len(dotdot) != 2 ||
-	    memcmp(dotdot->name, "..", 2))
-		goto bad;
-	dotdot->inode = parent;
-	ret = write_block(f, dir, inode.i_generation,
-			  !!(inode.i_flags & EXT2_INDEX_FL), pblk, buf);
-out:
+	ret = dotdot_entry(f, dir, &inode, buf, &pblk, &dotdot);
+	if (!ret) {
+		dotdot->inode = parent;
+		ret = write_block(f, dir, inode.i_generation,
+				  !!(inode.i_flags & EXT2_INDEX_FL), pblk,
+				  buf);
+	}
 	free(buf);
 	return ret;
-bad:
-	ret = f4_corrupt(f, dir, "directory has no \"..\" entry");
-	goto out;
 }
 
 /* Give a new directory inode its "." and ".." (inline where possible). */

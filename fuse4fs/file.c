@@ -19,9 +19,6 @@
 #include "fuse4fs.h"
 #include <ext2fs/ext3_extents.h>
 
-#define MAY_WRITE	2
-#define MAY_READ	4
-
 /* Exported by libext2fs but missing from its public header. */
 errcode_t ext2fs_inline_data_expand(ext2_filsys fs, ext2_ino_t ino);
 errcode_t ext2fs_inline_data_ea_remove(ext2_filsys fs, ext2_ino_t ino);
@@ -90,6 +87,17 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	int acc = flags & O_ACCMODE, mask = 0, ret;
 	int writing = acc != O_RDONLY || (flags & O_TRUNC);
 
+	/*
+	 * execve() opens the file with __FMODE_EXEC and asks for execute
+	 * permission alone (a 0711 program runs, a 0744 one doesn't for
+	 * others).  The kernel, without default_permissions, checks only
+	 * that somebody may execute it.
+	 */
+	if (flags & F4_FMODE_EXEC) {
+		if (!LINUX_S_ISREG(inode->i_mode))
+			return -EACCES;
+		return f4_check_perm(f, cred, inode, ino, MAY_EXEC);
+	}
 	if (acc != O_WRONLY)
 		mask |= MAY_READ;
 	if (writing)
@@ -100,8 +108,9 @@ static int open_checks(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = f4_check_writable(f);
 		if (ret)
 			return ret;
-		if (inode->i_flags & EXT2_IMMUTABLE_FL)
-			return -EPERM;
+		ret = f4_check_immutable(inode, F4_OP_WRITE);
+		if (ret)
+			return ret;
 		if ((inode->i_flags & EXT2_APPEND_FL) &&
 		    (!(flags & O_APPEND) || (flags & O_TRUNC)))
 			return -EPERM;
@@ -540,6 +549,10 @@ out:
 	return 0;
 }
 
+static int punch_blocks(struct f4fs *f, ext2_ino_t ino,
+			struct ext2_inode_large *inode, blk64_t start,
+			blk64_t end);
+
 static void kill_suid_on_write(struct f4fs *f, struct f4_cred *cred,
 			       struct ext2_inode_large *inode)
 {
@@ -573,8 +586,9 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return -EINVAL;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	isize = EXT2_I_SIZE(&inode);
 	/* With the kernel's write-back cache, its offsets already append */
 	if ((fh->flags & O_APPEND) && !f->writeback)
@@ -624,8 +638,19 @@ ssize_t f4_write(struct f4fs *f, struct f4_cred *cred, struct f4_file *fh,
 		}
 		ret = write_run(f, ino, &map, was_new, buf + done, skip, len,
 				bounce);
-		if (ret)
+		if (ret) {
+			/* what was mapped for it must not show old data */
+			if (was_new && !map.unwritten)
+				punch_blocks(f, ino, &inode, map.lblk,
+					     map.lblk + map.len - 1);
 			break;
+		}
+		/* Unwritten blocks become data only once the data is there */
+		if (map.unwritten) {
+			ret = f4_map_convert(f, ino, &inode, &map);
+			if (ret)
+				break;
+		}
 		done += len;
 	}
 	free(bounce);
@@ -845,8 +870,9 @@ int f4_fallocate(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (!LINUX_S_ISREG(inode.i_mode))
 		return LINUX_S_ISDIR(inode.i_mode) ? -EISDIR : -ENODEV;
-	if (inode.i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_WRITE);
+	if (ret)
+		return ret;
 	if ((inode.i_flags & EXT2_APPEND_FL) &&
 	    (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
 		return -EPERM;
@@ -981,6 +1007,15 @@ int f4_fstrim(struct f4fs *f, uint64_t start, uint64_t len, uint64_t minlen,
 		return ret;
 	if (!fs->block_map)
 		return -EROFS;
+	/*
+	 * Blocks freed since the last flush are free in memory but still in
+	 * use on disk: a crash now brings back the file, directory or tree
+	 * that owned them (alloc.c).  Make their freeing durable first, or
+	 * the discard would destroy what the crash brings back.
+	 */
+	ret = f4_fs_flush(f);
+	if (ret)
+		return ret;
 	/* ext4's checks: a range inside the file system, at least a block */
 	if (first >= ext2fs_blocks_count(fs->super) || len < f->blocksize ||
 	    minblocks > fs->super->s_clusters_per_group)

@@ -138,6 +138,7 @@ int main(int argc, char **argv)
 		goto close;
 	}
 	the_session = se;
+	f4_ops_attach(&f, se);
 	ret = fuse_set_signal_handlers(se);
 	if (!ret && f4_mount_direct(&f, &m, se))
 		ret = fuse_session_mount(se, opts.mountpoint);
@@ -167,6 +168,7 @@ unmount:
 destroy:
 	fuse_remove_signal_handlers(se);
 	fuse_session_destroy(se);
+	f4_ops_attach(&f, NULL);
 	the_session = NULL;
 close:
 	if (!f.closed) {

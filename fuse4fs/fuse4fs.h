@@ -100,16 +100,37 @@ int f4_parse_options(int argc, char **argv, struct f4_opts *opts);
 void f4_free_options(struct f4_opts *opts);
 void f4_usage(const char *progname, int full);
 
+/* What a permission check asks for, as the kernel's MAY_* flags. */
+#define MAY_EXEC	1
+#define MAY_WRITE	2
+#define MAY_READ	4
+
+/* execve()'s open flag (the kernel's __FMODE_EXEC), passed on by FUSE */
+#define F4_FMODE_EXEC	040
+
+#define F4_NGROUPS	64		/* supplementary groups kept in a cred */
+#define F4_GROUPS_UNKNOWN (-2)		/* ngroups: they could not be read */
+
 /* Who is asking: the FUSE layer fills this from the request. */
 struct f4_cred {
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
 	mode_t umask;
-	int ngroups;			/* -1 until groups are fetched */
-	gid_t groups[64];
+	/*
+	 * Supplementary groups: ngroups is -1 until they are fetched,
+	 * F4_GROUPS_UNKNOWN when they can't be read (the caller is in
+	 * another PID namespace, or gone), else how many are in groups[].
+	 * A caller with more than F4_NGROUPS has more_groups set, and
+	 * find_group() looks through the whole list.
+	 */
+	int ngroups;
+	int more_groups;
+	gid_t groups[F4_NGROUPS];
 	/* Fill in supplementary groups; called only when they matter. */
 	int (*get_groups)(struct f4_cred *cred);
+	/* 1: gid is one of the caller's groups, 0: not, <0: can't tell */
+	int (*find_group)(struct f4_cred *cred, gid_t gid);
 	void *req;			/* opaque, for get_groups */
 	/*
 	 * A write-back of the kernel's cached pages arrives as whoever made
@@ -151,9 +172,11 @@ struct f4_inode {
 	struct list_head open_dirs;	/* struct f4_dir snapshots of it */
 	int no_caps;			/* known to have no security.capability */
 	struct f4_dindex *dindex;	/* directories: name table (dcache.c) */
+	uint32_t kernel_gen;		/* with F4I_KERNEL_GEN */
 };
 
 #define F4I_ORPHAN	0x1		/* on the on-disk orphan list */
+#define F4I_KERNEL_GEN	0x2		/* kernel_gen differs from the disk's */
 
 /* An open file. */
 struct f4_file {
@@ -193,6 +216,8 @@ struct f4_error_note {
 	int what;
 };
 
+#define F4_INVAL_MAX	8		/* inodes one request may change */
+
 struct f4fs {
 	ext2_filsys fs;
 	pthread_mutex_t lock;
@@ -206,6 +231,7 @@ struct f4fs {
 	unsigned int inode_size;
 	struct cache inodes;		/* struct f4_inode records */
 	struct f4_lookups lookups;	/* the kernel's lookup counts */
+	unsigned int nkernel_gen;	/* records with F4I_KERNEL_GEN */
 	struct list_head orphans;	/* in-core orphan list (orphan.c) */
 	int dirty;			/* metadata changed since last flush */
 	uint16_t mount_state;		/* s_state when mounted */
@@ -227,12 +253,18 @@ struct f4fs {
 	/* errors already logged, so each is logged once */
 	struct f4_error_note noted[64];
 	unsigned int nnoted;
-	/* The FUSE layer's way to drop kernel caches the core invalidates. */
+	/*
+	 * Attributes the core changes where the kernel can't see it (an
+	 * ioctl's reply carries none): f4_inval_inode() notes the inode,
+	 * and f4_unlock() hands the notes to inval_inode, which the FUSE
+	 * layer sets, once the lock is released, because the kernel may
+	 * wait for a request that needs the lock before it takes the note.
+	 */
 	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino);
-	void (*inval_entry)(struct f4fs *f, ext2_ino_t parent,
-			    const char *name, size_t len);
+	void *fuse_priv;		/* for inval_inode: the session */
+	ext2_ino_t inval[F4_INVAL_MAX];
+	unsigned int ninval;
 	void (*panic)(struct f4fs *f);
-	void *fuse_priv;
 };
 
 /* errors.c */
@@ -259,12 +291,14 @@ int f4_start_flusher(struct f4fs *f);
 void f4_stop_flusher(struct f4fs *f);
 void f4_lock(struct f4fs *f);
 void f4_unlock(struct f4fs *f);
+void f4_inval_inode(struct f4fs *f, ext2_ino_t ino);
 
 /* blockio.c */
 extern io_manager f4_io_manager;
 int f4_io_set_cache_size(io_channel io, unsigned long long bytes);
 void f4_io_tick(io_channel io);
 void f4_io_stop_writes(io_channel io);
+unsigned long long f4_io_take_written(io_channel io);
 int f4_io_limit(io_channel io, unsigned long long blocks);
 errcode_t f4_io_read_data(io_channel io, unsigned long long block, int count,
 			  void *buf);
@@ -290,6 +324,7 @@ int f4_fill_entry_unlinked(struct f4fs *f, ext2_ino_t ino,
 int f4_lookup_ref(struct f4fs *f, ext2_ino_t ino);
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup);
 uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino);
+int f4_keep_kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen);
 
 /* lookups.c */
 void f4_lookups_free(struct f4_lookups *t);
@@ -333,6 +368,7 @@ int f4_inode_has_extra(struct f4fs *f, const struct ext2_inode_large *inode,
 
 /* perm.c */
 int f4_in_group(struct f4_cred *cred, gid_t gid);
+int f4_group_member(struct f4_cred *cred, gid_t gid);
 int f4_check_perm(struct f4fs *f, struct f4_cred *cred,
 		  const struct ext2_inode_large *inode, ext2_ino_t ino,
 		  int mask);
@@ -345,6 +381,12 @@ int f4_capable(struct f4fs *f, const struct f4_cred *cred);
 int f4_check_sticky(struct f4fs *f, const struct f4_cred *cred,
 		    const struct ext2_inode_large *dir,
 		    const struct ext2_inode_large *victim);
+/* What f4_check_immutable() is asked about */
+#define F4_OP_WRITE	1		/* add data: append-only files allow it */
+#define F4_OP_UNLINK	2		/* remove or rename a name */
+#define F4_OP_ATTR	3		/* change xattrs */
+#define F4_OP_LINK	4		/* add a hard link */
+int f4_check_immutable(const struct ext2_inode_large *inode, int op);
 int f4_access(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	      int mask);
 
@@ -474,6 +516,8 @@ int f4_map_blocks(struct f4fs *f, ext2_ino_t ino,
 int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
 		 struct f4_map *map, int *was_new);
+int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, const struct f4_map *map);
 int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		     struct ext2_inode_large *inode, blk64_t start, blk64_t end);
 int f4_punch_blockmap(struct f4fs *f, ext2_ino_t ino,
@@ -482,6 +526,8 @@ int f4_map_prealloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		    struct ext2_inode_large *inode, blk64_t lblk, blk64_t len);
 int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 			 blk64_t len);
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode);
 int f4_map_init(struct f4fs *f);
 void f4_map_free(struct f4fs *f);
 
@@ -531,12 +577,6 @@ int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 int f4_ioctl(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	     unsigned int cmd, const void *in, size_t in_size, void *out,
 	     size_t *out_size);
-int f4_check_immutable(const struct ext2_inode_large *inode, int op);
-#define F4_OP_WRITE	1
-#define F4_OP_TRUNC	2
-#define F4_OP_UNLINK	3
-#define F4_OP_ATTR	4
-#define F4_OP_LINK	5
 
 /* orphan.c */
 int f4_orphan_add(struct f4fs *f, struct f4_inode *inode,

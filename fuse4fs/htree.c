@@ -44,7 +44,7 @@ static int map_lblk(struct f4fs *f, ext2_ino_t dir,
 	if (!*pblk || (ret_flags & BMAP_RET_UNINIT))
 		return f4_corrupt(f, dir, "htree block %llu is a hole",
 				  (unsigned long long)lblk);
-	return 0;
+	return f4_valid_data_blocks(f, dir, *pblk, 1);
 }
 
 static int read_lblk(struct f4fs *f, ext2_ino_t dir,

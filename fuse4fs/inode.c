@@ -58,10 +58,26 @@ int f4_inode_init_cache(struct f4fs *f)
 	return 0;
 }
 
+/* The kernel is gone: the generations it knew need no pins any more. */
+static int unpin_kernel_gen(struct cache *c, struct cache_node *n, void *arg)
+{
+	struct f4_inode *in = container_of(n, struct f4_inode, cnode);
+	struct f4fs *f = arg;
+
+	if (in->flags & F4I_KERNEL_GEN) {
+		in->flags &= ~F4I_KERNEL_GEN;
+		f->nkernel_gen--;
+		cache_put(c, n);
+	}
+	return 0;
+}
+
 void f4_inode_destroy_cache(struct f4fs *f)
 {
 	struct cache_stats st;
 
+	if (f->nkernel_gen)
+		cache_walk(&f->inodes, unpin_kernel_gen, f);
 	cache_get_stats(&f->inodes, &st);
 	if (st.referenced)
 		f4_log(7, "%zu inode records still referenced at unmount",
@@ -102,6 +118,50 @@ uint32_t f4_nlookup(struct f4fs *f, ext2_ino_t ino)
 	return f4_lookups_get(&f->lookups, ino);
 }
 
+/*
+ * The kernel compares the generation of every lookup reply with the one
+ * it was first given for the inode, and takes an inode whose generation
+ * changed for stale: its open files then fail with EIO.  So when
+ * FS_IOC_SETVERSION changes the generation of an inode the kernel holds,
+ * the kernel keeps hearing the old one (gen) until it forgets the inode;
+ * the record is pinned till then.  After that, lookups (and so file
+ * handles) see the new one, as ext4's handles do at once.
+ */
+int f4_keep_kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen)
+{
+	struct f4_inode *in;
+
+	if (!f4_nlookup(f, ino))
+		return 0;
+	in = f4_iget(f, ino);
+	if (!in)
+		return -ENOMEM;
+	if (in->flags & F4I_KERNEL_GEN) {
+		f4_iput(f, in);		/* pinned already, with the first */
+		return 0;
+	}
+	in->flags |= F4I_KERNEL_GEN;
+	in->kernel_gen = gen;
+	f->nkernel_gen++;
+	return 0;
+}
+
+/* The generation to give the kernel for ino, whose disk one is gen. */
+static uint32_t kernel_gen(struct f4fs *f, ext2_ino_t ino, uint32_t gen)
+{
+	struct f4_inode *in;
+
+	if (!f->nkernel_gen)
+		return gen;
+	in = f4_iget_incore(f, ino);
+	if (!in)
+		return gen;
+	if (in->flags & F4I_KERNEL_GEN)
+		gen = in->kernel_gen;
+	f4_iput(f, in);
+	return gen;
+}
+
 int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup)
 {
 	struct f4_inode *in;
@@ -112,6 +172,11 @@ int f4_forget(struct f4fs *f, ext2_ino_t ino, uint64_t nlookup)
 	in = f4_iget_incore(f, ino);
 	if (!in)
 		return 0;
+	if (in->flags & F4I_KERNEL_GEN) {
+		in->flags &= ~F4I_KERNEL_GEN;
+		f->nkernel_gen--;
+		f4_iput(f, in);		/* the pin of f4_keep_kernel_gen() */
+	}
 	f4_maybe_free(f, in);
 	f4_iput(f, in);
 	return 0;
@@ -400,7 +465,7 @@ static int fill_entry(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e,
 		return f4_corrupt(f, ino, "directory entry points to an "
 				  "unused inode");
 	e->ino = ino;
-	e->generation = inode.i_generation;
+	e->generation = kernel_gen(f, ino, inode.i_generation);
 	f4_inode_to_stat(f, ino, &inode, &e->attr);
 	return 0;
 }
@@ -429,7 +494,7 @@ void f4_kill_suid(struct f4fs *f, struct f4_cred *cred,
 	if (!(inode->i_mode & LINUX_S_ISGID))
 		return;
 	if ((inode->i_mode & LINUX_S_IXGRP) ||
-	    (cred && f4_self_checks(f) && !f4_capable(f, cred) &&
+	    (cred && !f4_capable(f, cred) &&
 	     !f4_in_group(cred, inode_gid(*inode))))
 		inode->i_mode &= ~LINUX_S_ISGID;
 }
@@ -457,13 +522,47 @@ static int setattr_flags_check(const struct ext2_inode_large *inode,
 	return 0;
 }
 
-/* Does the new mode differ from the old only by cleared setuid/setgid? */
-static int only_drops_setid(const struct stat *attr,
-			    const struct ext2_inode_large *inode)
+/*
+ * Is this chmod the one the kernel sends on a writer's behalf, to drop
+ * setuid (and setgid, when group-executable) from a regular file it is
+ * about to write?  Exactly those bits, nothing else, on nothing else.
+ */
+static int is_writer_killpriv(struct f4fs *f, const struct stat *attr,
+			      const struct ext2_inode_large *inode, int to_set)
 {
-	mode_t old = inode->i_mode & 07777, new = attr->st_mode & 07777;
+	mode_t old = inode->i_mode & 07777, new = old & ~S_ISUID;
 
-	return !((old ^ new) & ~(S_ISUID | S_ISGID)) && !(new & ~old);
+	/*
+	 * chmod(2) sets a ctime too, and with the write-back cache the
+	 * kernel passes it on; its own killpriv sets none (except along
+	 * with a truncate's size).  Without the cache the two look alike:
+	 * a writer may then drop exactly what a write would have dropped.
+	 */
+	if (!LINUX_S_ISREG(inode->i_mode) ||
+	    (f->writeback && (to_set & F4_SET_CTIME) &&
+	     !(to_set & F4_SET_SIZE)))
+		return 0;
+	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		new &= ~S_ISGID;
+	return new != old && (attr->st_mode & 07777) == new;
+}
+
+/*
+ * Does this set every time it sets to "now" (utimensat(2) with UTIME_NOW
+ * or UTIME_OMIT only)?  With the write-back cache the kernel sends its
+ * own "now" as an explicit mtime, the same instant as the ctime it sends
+ * along; a caller who gives exactly that instant asks for nothing more.
+ */
+static int times_are_now(struct f4fs *f, const struct stat *attr,
+			 int to_set)
+{
+	if ((to_set & F4_SET_ATIME) && !(to_set & F4_SET_ATIME_NOW))
+		return 0;
+	if (!(to_set & F4_SET_MTIME) || (to_set & F4_SET_MTIME_NOW))
+		return 1;
+	return f->writeback && (to_set & F4_SET_CTIME) &&
+	       attr->st_mtim.tv_sec == attr->st_ctim.tv_sec &&
+	       attr->st_mtim.tv_nsec == attr->st_ctim.tv_nsec;
 }
 
 static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
@@ -475,16 +574,7 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 
 	if (!f4_self_checks(f) || f4_capable(f, cred))
 		return 0;
-	/*
-	 * libfuse 3.14 doesn't take on HANDLE_KILLPRIV, so the kernel clears
-	 * setuid/setgid for a writer by sending a chmod with the writer's
-	 * credentials.  Allow exactly that to anyone who may write the file:
-	 * a write would have cleared the same bits.
-	 */
-	if ((to_set & F4_SET_MODE) && !owner &&
-	    (!only_drops_setid(attr, inode) ||
-	     f4_check_perm(f, cred, inode, ino, 2)))
-		return -EPERM;
+	/* chown first: the kernel may send its killpriv chmod along */
 	if (to_set & F4_SET_UID) {
 		if (attr->st_uid != inode_uid(*inode) || !owner)
 			return -EPERM;
@@ -497,26 +587,36 @@ static int setattr_perm(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			return -EPERM;
 	}
 	if ((to_set & F4_SET_SIZE) && !fh) {
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
 	/*
-	 * Setting both times to "now" needs only write permission; any
-	 * other change of times needs ownership (utimensat(2)).  Times that
-	 * come with a size change are the truncate's own, and so are times
-	 * that come with a ctime: only the kernel's write-back cache sends
-	 * one, flushing the times of writes it has already allowed.
+	 * libfuse 3.14 doesn't take on HANDLE_KILLPRIV, so the kernel clears
+	 * setuid/setgid for a writer by sending a chmod with the writer's
+	 * credentials.  Allow exactly that to anyone who may write the file:
+	 * a write would have cleared the same bits.
+	 */
+	if ((to_set & F4_SET_MODE) && !owner) {
+		if (!is_writer_killpriv(f, attr, inode, to_set) ||
+		    f4_check_perm(f, cred, inode, ino, MAY_WRITE))
+			return -EPERM;
+	}
+	/*
+	 * Times that come with a size change are the truncate's own.  With
+	 * the kernel's write-back cache every time change comes with a
+	 * ctime, utimes(2) included; only the kernel flushing the times of
+	 * writes it has already allowed names an open file (fh) and sets no
+	 * atime.
 	 */
 	if ((to_set & (F4_SET_ATIME | F4_SET_MTIME)) && !owner &&
 	    !(to_set & F4_SET_SIZE) &&
-	    !(f->writeback && (to_set & F4_SET_CTIME))) {
-		int touch = (to_set & F4_SET_ATIME_NOW) &&
-			    (to_set & F4_SET_MTIME_NOW);
-
-		if (!touch)
+	    !(f->writeback && fh && (to_set & F4_SET_CTIME) &&
+	      !(to_set & F4_SET_ATIME))) {
+		/* Setting times to "now" needs only write permission */
+		if (!times_are_now(f, attr, to_set))
 			return -EPERM;
-		ret = f4_check_perm(f, cred, inode, ino, 2);
+		ret = f4_check_perm(f, cred, inode, ino, MAY_WRITE);
 		if (ret)
 			return ret;
 	}
@@ -529,6 +629,13 @@ static void apply_owner(struct f4fs *f, struct f4_cred *cred,
 {
 	int changed = 0;
 
+	/*
+	 * chown drops setuid/setgid from non-directories, even for root;
+	 * whether setgid goes depends on the group the file had before.
+	 */
+	if ((to_set & (F4_SET_UID | F4_SET_GID)) &&
+	    !LINUX_S_ISDIR(inode->i_mode))
+		f4_kill_suid(f, cred, inode);
 	if ((to_set & F4_SET_UID) && attr->st_uid != inode_uid(*inode)) {
 		inode->i_uid = attr->st_uid;
 		ext2fs_set_i_uid_high(*inode, attr->st_uid >> 16);
@@ -539,10 +646,6 @@ static void apply_owner(struct f4fs *f, struct f4_cred *cred,
 		ext2fs_set_i_gid_high(*inode, attr->st_gid >> 16);
 		changed = 1;
 	}
-	/* chown drops setuid/setgid from non-directories, even for root */
-	if ((to_set & (F4_SET_UID | F4_SET_GID)) &&
-	    !LINUX_S_ISDIR(inode->i_mode))
-		f4_kill_suid(f, cred, inode);
 	(void)changed;
 }
 
@@ -611,8 +714,11 @@ int f4_setattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (to_set & F4_SET_MODE) {
 		mode_t mode = attr->st_mode & 07777;
 
-		/* Only group members keep setgid, as chmod(2) says */
-		if (f4_self_checks(f) && !f4_capable(f, cred) &&
+		/*
+		 * Only group members keep setgid, as chmod(2) says (with
+		 * default_permissions the kernel has already seen to it).
+		 */
+		if (!f4_capable(f, cred) &&
 		    !f4_in_group(cred, inode_gid(inode)))
 			mode &= ~S_ISGID;
 		inode.i_mode = (inode.i_mode & LINUX_S_IFMT) | mode;

@@ -23,15 +23,6 @@ static const struct {
 
 #define NXFLAGS (sizeof(xflag_map) / sizeof(xflag_map[0]))
 
-int f4_check_immutable(const struct ext2_inode_large *inode, int op)
-{
-	if (inode->i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
-	if ((inode->i_flags & EXT2_APPEND_FL) && op != F4_OP_WRITE)
-		return -EPERM;
-	return 0;
-}
-
 /* What the kernel's ext4 lets chattr see and change. */
 #define F4_DAX_FL	0x02000000
 #define F4_FL_MODIFIABLE (EXT2_SECRM_FL | EXT2_UNRM_FL | EXT2_COMPR_FL | \
@@ -117,7 +108,10 @@ static int set_flags(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return -EPERM;
 	inode.i_flags = newflags;
 	f4_touch(f, &inode, F4_TOUCH_C);
-	return f4_write_inode(f, ino, &inode);
+	ret = f4_write_inode(f, ino, &inode);
+	if (!ret)
+		f4_inval_inode(f, ino);	/* the new ctime */
+	return ret;
 }
 
 static int get_fsxattr(struct f4fs *f, ext2_ino_t ino, struct fsxattr *fa)
@@ -180,9 +174,15 @@ static int set_version(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (!f4_is_owner(f, cred, &inode) && !f4_capable(f, cred))
 		return -EPERM;
+	ret = f4_keep_kernel_gen(f, ino, inode.i_generation);
+	if (ret)
+		return ret;
 	inode.i_generation = gen;
 	f4_touch(f, &inode, F4_TOUCH_C);
-	return f4_write_inode(f, ino, &inode);
+	ret = f4_write_inode(f, ino, &inode);
+	if (!ret)
+		f4_inval_inode(f, ino);	/* the new ctime */
+	return ret;
 }
 
 static int get_u32(const void *in, size_t in_size, uint32_t *v)

@@ -178,6 +178,7 @@ struct jnl {
 	unsigned long nrecords;	/* revoke records in committed transactions */
 	int stopped_early, failed_commit, wrapped;
 	blk64_t fs_limit;	/* first block past the file system */
+	blk64_t region;		/* blocks in its partition or device */
 };
 
 static __u32 get_be32(const unsigned char *p)
@@ -915,9 +916,11 @@ static int scan(struct jnl *j)
  * The highest block a replay may write: the file system's end, or the
  * end recorded in the logged copy of the primary superblock (an online
  * resize journals the new superblock together with the blocks past the
- * old end), as far as the device reaches.  That copy must be a superblock
- * with this file system's block size: replaying anything else there would
- * destroy the file system.
+ * old end); never past the end of its partition or device (j->region,
+ * which the caller knows from where the file system lies, not from
+ * anything on it).  That copy must be a superblock with this file
+ * system's block size: replaying anything else there would destroy the
+ * file system.
  */
 static int find_limit(struct jnl *j)
 {
@@ -931,6 +934,8 @@ static int find_limit(struct jnl *j)
 	int err;
 
 	j->fs_limit = ext2fs_blocks_count(fs->super);
+	if (j->region && j->fs_limit > j->region)
+		j->fs_limit = j->region;
 	for (i = 0; i < j->ncopies; i++)
 		if (j->copies[i].target == sbblk && !is_revoked(j, &j->copies[i]))
 			last = &j->copies[i];
@@ -950,15 +955,9 @@ static int find_limit(struct jnl *j)
 	if (get_le32(SB_FIELD(s, s_feature_incompat)) &
 	    EXT4_FEATURE_INCOMPAT_64BIT)
 		count |= (blk64_t)get_le32(SB_FIELD(s, s_blocks_count_hi)) << 32;
-	if (count > j->fs_limit) {
-		/* Growing, but never past the end of the device or image. */
-		blk64_t dev_blocks;
-
-		if (ext2fs_get_device_size2(fs->device_name, fs->blocksize,
-					    &dev_blocks))
-			return 0;
-		j->fs_limit = count < dev_blocks ? count : dev_blocks;
-	}
+	/* Growing, but only into what the partition or device holds */
+	if (count > j->fs_limit && j->region > j->fs_limit)
+		j->fs_limit = count < j->region ? count : j->region;
 	return 0;
 }
 
@@ -1085,13 +1084,15 @@ static int jnl_prepare(struct jnl *j)
 	return err ? err : 1;
 }
 
-int f4_journal_check(ext2_filsys fs, char *why, size_t whylen)
+int f4_journal_check(ext2_filsys fs, unsigned long long fs_bytes,
+		     char *why, size_t whylen)
 {
 	struct jnl j;
 	int ret;
 
 	memset(&j, 0, sizeof(j));
 	j.fs = fs;
+	j.region = fs_bytes / fs->blocksize;
 	j.why = why;
 	j.whylen = whylen;
 	if (why && whylen)
@@ -1146,6 +1147,12 @@ static int replay(struct jnl *j, struct f4_journal_report *rep)
 			rep->revoked++;
 			continue;
 		}
+		if (c->target < j->fs->super->s_first_data_block ||
+		    c->target >= j->fs_limit)
+			return jerr(j, -EUCLEAN,
+				    "transaction %u writes block %llu, outside the file system (%llu blocks)",
+				    c->tid, (unsigned long long)c->target,
+				    (unsigned long long)j->fs_limit);
 		ret = jread(j, c->pos, j->buf);
 		if (ret)
 			return ret;
@@ -1252,6 +1259,7 @@ static void drop_fs(ext2_filsys fs)
 }
 
 int f4_journal_recover(const char *device, const char *io_options,
+		       unsigned long long fs_bytes,
 		       struct f4_journal_report *rep,
 		       f4_journal_log_fn log, void *logarg,
 		       char *why, size_t whylen)
@@ -1283,6 +1291,7 @@ int f4_journal_recover(const char *device, const char *io_options,
 				-EOPNOTSUPP : -EIO,
 			    "cannot open %s: %s", device, error_message(err));
 	j.fs = fs;
+	j.region = fs_bytes / fs->blocksize;
 	ret = jnl_prepare(&j);
 	if (ret <= 0) {
 		if (ret == 0)

@@ -40,8 +40,15 @@ typedef void (*f4_journal_log_fn)(void *arg, const char *fmt, ...);
  * one-line reason in why.  Only reads; the whole log is scanned and
  * validated (including data block checksums) so that a later
  * f4_journal_recover() fails only on I/O errors.
+ *
+ * fs_bytes: the bytes the file system may span from its start, i.e. to
+ * the end of its partition or device, as the caller knows from where it
+ * lies (never from the image).  No logged block past that is accepted,
+ * whatever a logged superblock says; 0 (unknown) accepts nothing past
+ * the file system's current end.
  */
-int f4_journal_check(ext2_filsys fs, char *why, size_t whylen);
+int f4_journal_check(ext2_filsys fs, unsigned long long fs_bytes,
+		     char *why, size_t whylen);
 /* Can the journal of a file system needing no replay be read?  0 or -errno */
 int f4_journal_validate(ext2_filsys fs, char *why, size_t whylen);
 
@@ -53,14 +60,16 @@ int f4_journal_validate(ext2_filsys fs, char *why, size_t whylen);
  * its free block/inode totals in line with the group descriptors, as the
  * kernel does at mount), writes everything out and closes.  Progress and
  * the result go through log (may be NULL).  0 or negative errno with a
- * one-line reason in why.  Never writes outside the file system, and
- * writes nothing at all when it refuses.
+ * one-line reason in why.  Never writes outside the file system, nor past
+ * fs_bytes (as for f4_journal_check), and writes nothing at all when it
+ * refuses.
  *
  * The caller must not hold the file system open for writing meanwhile, and
  * must re-open it afterwards: blocks replayed may include the superblock
  * and group descriptors.
  */
 int f4_journal_recover(const char *device, const char *io_options,
+		       unsigned long long fs_bytes,
 		       struct f4_journal_report *rep,
 		       f4_journal_log_fn log, void *logarg,
 		       char *why, size_t whylen);

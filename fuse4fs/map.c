@@ -73,6 +73,67 @@ int f4_valid_data_blocks(struct f4fs *f, ext2_ino_t ino, blk64_t pblk,
 	return 0;
 }
 
+/* block_iterate3 callback: every block a block-mapped file points at. */
+static int check_one(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+		     blk64_t ref_blk, int ref_offset, void *priv)
+{
+	struct { struct f4fs *f; ext2_ino_t ino; int ret; } *c = priv;
+
+	c->ret = f4_valid_data_blocks(c->f, c->ino, *blocknr, 1);
+	return c->ret ? BLOCK_ABORT : 0;
+}
+
+/*
+ * Every block of the file (its data and the blocks of its extent tree or
+ * indirect blocks) lies where a file's blocks may: 0 or -EFSCORRUPTED.
+ * For directories handed to libext2fs (ext2fs_link(), ext2fs_expand_dir(),
+ * ext2fs_dir_iterate2()), which read and write the blocks a damaged map
+ * names without asking, inode tables included.  One check per extent.
+ */
+int f4_valid_file_blocks(struct f4fs *f, ext2_ino_t ino,
+			 struct ext2_inode_large *inode)
+{
+	struct { struct f4fs *f; ext2_ino_t ino; int ret; } c = { f, ino, 0 };
+	ext2_extent_handle_t h;
+	struct ext2fs_extent ex;
+	errcode_t err;
+	int op = EXT2_EXTENT_ROOT;
+
+	if (inode->i_flags & EXT4_INLINE_DATA_FL)
+		return 0;
+	if (!(inode->i_flags & EXT4_EXTENTS_FL)) {
+		err = ext2fs_block_iterate3(f->fs, ino, BLOCK_FLAG_READ_ONLY,
+					    NULL, check_one, &c);
+		if (c.ret)
+			return c.ret;
+		return err ? f4_fs_error(f, ino, err, "mapping blocks") : 0;
+	}
+	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	while (!c.ret) {
+		err = ext2fs_extent_get(h, op, &ex);
+		op = EXT2_EXTENT_NEXT;
+		if (err == EXT2_ET_EXTENT_NO_NEXT ||
+		    err == EXT2_ET_NO_CURRENT_NODE) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (ex.e_flags & EXT2_EXTENT_FLAGS_SECOND_VISIT)
+			continue;
+		/* a leaf's extent, or the tree block an index entry names */
+		c.ret = f4_valid_data_blocks(f, ino, ex.e_pblk,
+				(ex.e_flags & EXT2_EXTENT_FLAGS_LEAF) ?
+				ex.e_len : 1);
+	}
+	ext2fs_extent_free(h);
+	if (c.ret)
+		return c.ret;
+	return err ? f4_fs_error(f, ino, err, "reading extent tree") : 0;
+}
+
 static int map_extent(struct f4fs *f, ext2_ino_t ino,
 		      struct ext2_inode_large *inode, blk64_t lblk,
 		      blk64_t len, struct f4_map *map)
@@ -237,27 +298,6 @@ static blk64_t alloc_goal(struct f4fs *f, ext2_ino_t ino,
 				      lblk);
 }
 
-/* Unwritten blocks about to be written become initialized. */
-static int convert_unwritten(struct f4fs *f, ext2_ino_t ino,
-			     struct ext2_inode_large *inode,
-			     const struct f4_map *map)
-{
-	ext2_extent_handle_t h;
-	errcode_t err;
-	blk64_t i;
-
-	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
-	if (err)
-		return f4_fs_error(f, ino, err, "reading extent tree");
-	for (i = 0; !err && i < map->len; i++)
-		err = ext2fs_extent_set_bmap(h, map->lblk + i, map->pblk + i,
-					     0);
-	ext2fs_extent_free(h);
-	if (err)
-		return f4_fs_error(f, ino, err, "initializing extent");
-	return 0;
-}
-
 /*
  * A free run for file data, at or after goal, from blocks that are free
  * on disk as well as in memory (alloc.c); when only blocks freed since
@@ -281,6 +321,251 @@ static errcode_t find_range(struct f4fs *f, blk64_t goal, blk64_t len,
 
 #define INIT_MAX_LEN	32768		/* longest initialized extent */
 #define UNINIT_MAX_LEN	32767		/* longest unwritten extent */
+
+/* Two initialized extents that continue each other, logically and on disk. */
+static int can_join(const struct ext2fs_extent *l,
+		    const struct ext2fs_extent *r)
+{
+	return !(l->e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+	       !(r->e_flags & EXT2_EXTENT_FLAGS_UNINIT) &&
+	       l->e_lblk + l->e_len == r->e_lblk &&
+	       l->e_pblk + l->e_len == r->e_pblk &&
+	       l->e_len + r->e_len <= INIT_MAX_LEN;
+}
+
+/* Put the handle on the extent holding lblk, and read it. */
+static errcode_t extent_at(ext2_extent_handle_t h, blk64_t lblk,
+			   struct ext2fs_extent *ex)
+{
+	errcode_t err = ext2fs_extent_goto2(h, 0, lblk);
+
+	if (!err)
+		err = ext2fs_extent_get(h, EXT2_EXTENT_CURRENT, ex);
+	return err;
+}
+
+/*
+ * The parents' keys must follow a leaf's first extent: one that grows
+ * leftwards or is deleted changes them.  A tree left with no current
+ * node (its last extent gone) has nothing to fix.
+ */
+static errcode_t fix_parents(ext2_extent_handle_t h)
+{
+	errcode_t err = ext2fs_extent_fix_parents(h);
+
+	return err == EXT2_ET_NO_CURRENT_NODE ? 0 : err;
+}
+
+/* Replace the extent starting at ex->e_lblk's start block with *ex. */
+static errcode_t replace_at(ext2_extent_handle_t h, blk64_t at,
+			    struct ext2fs_extent *ex)
+{
+	struct ext2fs_extent old;
+	errcode_t err = extent_at(h, at, &old);
+
+	if (!err)
+		err = ext2fs_extent_replace(h, 0, ex);
+	if (!err)
+		err = fix_parents(h);
+	return err;
+}
+
+/*
+ * Join the initialized extent *cur with its neighbours where they
+ * continue it, so that filling a preallocated file in random order ends
+ * with a few long extents, not one per write.  Each join deletes the
+ * neighbour first and then grows *cur: a failure in between leaves a
+ * hole over blocks still marked in use (lost space), never two extents
+ * mapping the same block or an extent reaching past its leaf's range.
+ */
+static errcode_t merge_neighbours(ext2_extent_handle_t h,
+				  struct ext2fs_extent *cur)
+{
+	struct ext2fs_extent nb;
+	errcode_t err;
+
+	if (cur->e_lblk && !extent_at(h, cur->e_lblk - 1, &nb) &&
+	    can_join(&nb, cur)) {
+		err = extent_at(h, cur->e_lblk, &nb);
+		if (!err)
+			err = ext2fs_extent_delete(h, 0);
+		if (!err)
+			err = fix_parents(h);
+		if (err)
+			return err;
+		err = extent_at(h, cur->e_lblk - 1, &nb);
+		if (err)
+			return err;
+		nb.e_len += cur->e_len;
+		err = ext2fs_extent_replace(h, 0, &nb);
+		if (!err)
+			err = fix_parents(h);
+		if (err)
+			return err;
+		*cur = nb;
+	}
+	if (!extent_at(h, cur->e_lblk + cur->e_len, &nb) &&
+	    nb.e_lblk == cur->e_lblk + cur->e_len && can_join(cur, &nb)) {
+		err = ext2fs_extent_delete(h, 0);
+		if (!err)
+			err = fix_parents(h);
+		if (err)
+			return err;
+		cur->e_len += nb.e_len;
+		err = replace_at(h, cur->e_lblk, cur);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Delete the extent holding lblk. */
+static errcode_t delete_at(ext2_extent_handle_t h, blk64_t lblk)
+{
+	struct ext2fs_extent ex;
+	errcode_t err = extent_at(h, lblk, &ex);
+
+	if (!err)
+		err = ext2fs_extent_delete(h, 0);
+	if (!err)
+		err = fix_parents(h);
+	return err;
+}
+
+/*
+ * Written blocks at an edge of the unwritten extent *ex (its start if
+ * left, else its end) that continue an initialized neighbour move into
+ * that neighbour, as ext4 does it: the boundary shifts and no extent is
+ * added, so the tree doesn't grow.  The unwritten extent shrinks to *rest
+ * first (see split_unwritten).  1 if done, with any error in *errp.
+ */
+static int absorb_edge(ext2_extent_handle_t h, const struct ext2fs_extent *ex,
+		       const struct ext2fs_extent *mid,
+		       const struct ext2fs_extent *rest, int left,
+		       errcode_t *errp)
+{
+	struct ext2fs_extent nb, keep = *rest;
+
+	if (left ? !mid->e_lblk || extent_at(h, mid->e_lblk - 1, &nb) ||
+		   !can_join(&nb, mid)
+		 : extent_at(h, mid->e_lblk + mid->e_len, &nb) ||
+		   !can_join(mid, &nb))
+		return 0;
+	if (keep.e_len)
+		*errp = replace_at(h, ex->e_lblk, &keep);
+	else
+		*errp = delete_at(h, ex->e_lblk);
+	if (*errp)
+		return 1;
+	if (left) {
+		nb.e_len += mid->e_len;
+		*errp = replace_at(h, nb.e_lblk, &nb);
+	} else {
+		blk64_t at = nb.e_lblk;
+
+		nb.e_lblk = mid->e_lblk;
+		nb.e_pblk = mid->e_pblk;
+		nb.e_len += mid->e_len;
+		*errp = replace_at(h, at, &nb);
+	}
+	return 1;
+}
+
+/*
+ * Split the unwritten extent *ex around [mid->e_lblk, + mid->e_len),
+ * which becomes initialized.  The unwritten extent is shrunk before the
+ * new pieces go in, so a failure part way (no space for a new tree
+ * block) leaves a hole, which reads as zeros just as the unwritten
+ * blocks did, rather than overlapping extents.
+ */
+static errcode_t split_unwritten(ext2_extent_handle_t h,
+				 const struct ext2fs_extent *ex,
+				 struct ext2fs_extent *mid)
+{
+	blk64_t last = ex->e_lblk + ex->e_len - 1;
+	blk64_t b = mid->e_lblk + mid->e_len - 1;
+	struct ext2fs_extent head = *ex, tail = *ex;
+	errcode_t err = 0;
+
+	tail.e_lblk = b + 1;
+	tail.e_pblk = ex->e_pblk + (b + 1 - ex->e_lblk);
+	tail.e_len = last - b;
+	head.e_len = mid->e_lblk - ex->e_lblk;
+
+	if (!head.e_len && absorb_edge(h, ex, mid, &tail, 1, &err))
+		return err;
+	if (!tail.e_len && absorb_edge(h, ex, mid, &head, 0, &err))
+		return err;
+	if (!head.e_len && !tail.e_len) {
+		return replace_at(h, ex->e_lblk, mid);
+	} else if (!head.e_len) {
+		/* the tail keeps the slot; the written part goes before it */
+		err = replace_at(h, ex->e_lblk, &tail);
+		if (!err)
+			err = ext2fs_extent_insert(h, 0, mid);
+	} else {
+		err = replace_at(h, ex->e_lblk, &head);
+		if (!err)
+			err = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER,
+						   mid);
+		if (!err && tail.e_len)
+			err = fix_parents(h);
+		if (!err && tail.e_len)
+			err = ext2fs_extent_insert(h, EXT2_EXTENT_INSERT_AFTER,
+						   &tail);
+	}
+	if (!err)
+		err = fix_parents(h);
+	return err;
+}
+
+/*
+ * The blocks of map (all in one unwritten extent) now hold the data just
+ * written there: mark them initialized.  Called only after the data is
+ * on the device, so that no crash or failed write can expose what the
+ * preallocated blocks held before.
+ */
+int f4_map_convert(struct f4fs *f, ext2_ino_t ino,
+		   struct ext2_inode_large *inode, const struct f4_map *map)
+{
+	struct ext2fs_extent ex, mid;
+	ext2_extent_handle_t h;
+	errcode_t err;
+	int ret = 0;
+
+	err = ext2fs_extent_open2(f->fs, ino, (struct ext2_inode *)inode, &h);
+	if (err)
+		return f4_fs_error(f, ino, err, "reading extent tree");
+	err = extent_at(h, map->lblk, &ex);
+	if (err)
+		goto out;
+	if (!(ex.e_flags & EXT2_EXTENT_FLAGS_UNINIT) ||
+	    ex.e_lblk > map->lblk ||
+	    map->lblk + map->len > ex.e_lblk + ex.e_len ||
+	    ex.e_pblk + (map->lblk - ex.e_lblk) != map->pblk) {
+		ret = f4_corrupt(f, ino, "unwritten extent at block %llu "
+				 "changed while it was written (now %llu+%u "
+				 "at %llu)", (unsigned long long)map->lblk,
+				 (unsigned long long)ex.e_lblk, ex.e_len,
+				 (unsigned long long)ex.e_pblk);
+		goto out;
+	}
+	mid.e_lblk = map->lblk;
+	mid.e_pblk = map->pblk;
+	mid.e_len = map->len;
+	mid.e_flags = 0;
+	err = split_unwritten(h, &ex, &mid);
+	if (!err)
+		err = extent_at(h, map->lblk, &mid);
+	if (!err)
+		err = merge_neighbours(h, &mid);
+out:
+	ext2fs_extent_free(h);
+	f4_fs_dirty(f);
+	if (err)
+		return f4_fs_error(f, ino, err, "initializing extent");
+	return ret;
+}
 
 /*
  * Allocate physical blocks for the hole at [lblk, lblk + len) of an
@@ -439,11 +724,12 @@ fail:
 }
 
 /*
- * Make the first blocks of [lblk, lblk + len) ready for writing: mapped
- * and initialized.  *was_new says the run held no data before, so parts
+ * Make the first blocks of [lblk, lblk + len) ready for writing: mapped,
+ * newly or before.  *was_new says the run held no data before, so parts
  * of its first and last blocks that the write doesn't cover must be
- * zeroed by the caller.  The inode is changed in memory; the caller
- * writes it.
+ * zeroed by the caller.  A run that is unwritten stays so (map->unwritten)
+ * until the caller has written all of it and calls f4_map_convert().  The
+ * inode is changed in memory; the caller writes it.
  */
 int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		 struct ext2_inode_large *inode, blk64_t lblk, blk64_t len,
@@ -456,11 +742,8 @@ int f4_map_alloc(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	if (ret || (map->pblk && !map->unwritten))
 		return ret;
 	*was_new = 1;
-	if (map->unwritten) {
-		ret = convert_unwritten(f, ino, inode, map);
-		map->unwritten = 0;
-		return ret;
-	}
+	if (map->unwritten)
+		return 0;	/* the caller converts it once written */
 	if (inode->i_flags & EXT4_EXTENTS_FL) {
 		return insert_range(f, cred, ino, inode, lblk, map->len,
 				    alloc_goal(f, ino, inode, lblk), 0, map);
@@ -506,6 +789,18 @@ int f4_punch_extents(struct f4fs *f, ext2_ino_t ino,
 		if (err == EXT2_ET_NO_CURRENT_NODE) {
 			err = 0;
 			break;
+		}
+		if (!err && ex.e_lblk > end) {
+			/*
+			 * end lies before the first extent of the leaf that
+			 * the index chose: that index entry starts before its
+			 * leaf.  What precedes end is in the leaf before.
+			 */
+			err = ext2fs_extent_get(h, EXT2_EXTENT_PREV_LEAF, &ex);
+			if (err == EXT2_ET_EXTENT_NO_PREV) {
+				err = 0;
+				break;
+			}
 		}
 		if (err)
 			break;

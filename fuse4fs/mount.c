@@ -392,6 +392,25 @@ void f4_mount_finish(struct f4fs *f, struct f4_mount *m,
  */
 #define F4_FALLBACK_READAHEAD_KB	2048
 
+/*
+ * Write v to a sysfs file: 0 or -errno.  sysfs takes the value when the
+ * buffered line is flushed, so fclose() reports the error, and the
+ * stream is gone whether it succeeds or not.
+ */
+int f4_write_sysfs_long(const char *path, long v)
+{
+	FILE *fp = fopen(path, "we");
+	int ret = 0;
+
+	if (!fp)
+		return -errno;
+	if (fprintf(fp, "%ld\n", v) < 0)
+		ret = errno ? -errno : -EIO;
+	if (fclose(fp) && !ret)
+		ret = errno ? -errno : -EIO;
+	return ret;
+}
+
 static long read_sysfs_long(const char *path)
 {
 	char buf[32];
@@ -462,7 +481,7 @@ size_t f4_tune_readahead(struct f4fs *f)
 	char devnum[32], path[128];
 	long want, have;
 	unsigned int i;
-	FILE *fp;
+	int ret;
 
 	if (!f->opts->mountpoint || strpbrk(f->opts->mountpoint, " \t\n\\") ||
 	    !mount_devnum(f->opts->mountpoint, devnum, sizeof(devnum)))
@@ -479,12 +498,10 @@ size_t f4_tune_readahead(struct f4fs *f)
 	}
 	if (have < 0 || have >= want)
 		return 0;
-	fp = fopen(path, "we");
-	if (!fp || fprintf(fp, "%ld\n", want) < 0 || fclose(fp)) {
-		if (fp)
-			fclose(fp);
+	ret = f4_write_sysfs_long(path, want);
+	if (ret) {
 		f4_log(LOG_DEBUG, "%s: readahead stays at %ld KiB: %s",
-		       f->opts->mountpoint, have, strerror(errno));
+		       f->opts->mountpoint, have, strerror(-ret));
 		return 0;
 	}
 	f4_log(LOG_DEBUG, "%s: readahead %ld KiB", f->opts->mountpoint, want);

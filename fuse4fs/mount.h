@@ -24,5 +24,6 @@ void f4_mount_finish(struct f4fs *f, struct f4_mount *m,
 		     struct fuse_session *se);
 void f4_stop_watchdog(int fd);
 size_t f4_tune_readahead(struct f4fs *f);
+int f4_write_sysfs_long(const char *path, long v);
 
 #endif

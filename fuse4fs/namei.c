@@ -19,9 +19,6 @@
 #include "fuse4fs.h"
 #include <ext2fs/ext3_extents.h>
 
-#define MAY_EXEC	1
-#define MAY_WRITE	2
-
 /* Flags a new inode inherits from its directory, as ext4 does. */
 #define INHERITED_FL	(EXT2_SYNC_FL | EXT2_NODUMP_FL | EXT2_NOATIME_FL | \
 			 EXT2_DIRSYNC_FL | EXT4_PROJINHERIT_FL)
@@ -106,11 +103,56 @@ static int prep_dir(struct f4fs *f, struct f4_cred *cred, ext2_ino_t dir,
 	ret = f4_check_perm(f, cred, inode, dir, MAY_WRITE | MAY_EXEC);
 	if (ret)
 		return ret;
-	if (inode->i_flags & EXT2_IMMUTABLE_FL)
-		return -EPERM;
-	if (removing && (inode->i_flags & EXT2_APPEND_FL))
-		return -EPERM;
-	return 0;
+	return f4_check_immutable(inode, removing ? F4_OP_UNLINK :
+				  F4_OP_WRITE);
+}
+
+/*
+ * "." of any inode: the kernel resolves "." and ".." itself on a path
+ * walk, and asks for them only to turn a file handle (NFS export,
+ * open_by_handle_at) back into an inode it no longer holds.  A number
+ * that is no live inode makes the handle stale; the kernel compares the
+ * generation with the handle's.
+ */
+static int lookup_self(struct f4fs *f, ext2_ino_t ino, struct f4_entry *e)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	if (f4_check_ino(f, ino) ||
+	    !ext2fs_test_inode_bitmap2(f->fs->inode_map, ino))
+		return -ESTALE;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (!inode.i_links_count || !inode.i_mode)
+		return -ESTALE;
+	return f4_fill_entry(f, ino, e);
+}
+
+/*
+ * "." and "..", asked for by the kernel's export operations only: like
+ * ext4's, they check no permission (decoding a handle takes privilege).
+ */
+static int lookup_dots(struct f4fs *f, ext2_ino_t parent, const char *name,
+		       size_t len, struct f4_entry *e)
+{
+	struct ext2_inode_large inode;
+	ext2_ino_t ino;
+	int ret;
+
+	ret = lookup_self(f, parent, e);
+	if (ret || len == 1)
+		return ret;
+	ret = f4_read_inode(f, parent, &inode);
+	if (ret)
+		return ret;
+	if (!LINUX_S_ISDIR(inode.i_mode))
+		return -ENOTDIR;
+	ret = f4_dir_lookup(f, parent, name, len, &ino, NULL);
+	if (ret)
+		return ret;
+	return f4_fill_entry(f, ino, e);
 }
 
 int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
@@ -123,6 +165,10 @@ int f4_lookup(struct f4fs *f, struct f4_cred *cred, ext2_ino_t parent,
 	ret = f4_check_name(name, &len);
 	if (ret)
 		return ret;
+	if (is_dot_or_dotdot(name)) {
+		ret = lookup_dots(f, parent, name, len, e);
+		return ret ? ret : f4_lookup_ref(f, e->ino);
+	}
 	ret = f4_check_ino_perm(f, cred, parent, MAY_EXEC);
 	if (ret)
 		return ret;
@@ -693,8 +739,9 @@ int f4_link(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		return ret;
 	if (LINUX_S_ISDIR(inode.i_mode))
 		return -EPERM;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_LINK);
+	if (ret)
+		return ret;
 	if (inode.i_links_count >= F4_LINK_MAX)
 		return -EMLINK;
 	ret = may_link(f, cred, ino, &inode);
@@ -778,8 +825,9 @@ static int remove_name(struct f4fs *f, struct f4_cred *cred,
 	ret = f4_check_sticky(f, cred, &pinode, &inode);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_UNLINK);
+	if (ret)
+		return ret;
 	if (want_dir) {
 		if (ino == EXT2_ROOT_INO)
 			return -EBUSY;
@@ -931,17 +979,19 @@ static int rename_lookup(struct f4fs *f, struct f4_cred *cred,
 	}
 	if (ret)
 		return ret;
-	if (!source && (s->dinode.i_flags & EXT2_APPEND_FL))
-		return -EPERM;
+	if (!source) {
+		/* Replacing a name removes one from the target directory */
+		ret = f4_check_immutable(&s->dinode, F4_OP_UNLINK);
+		if (ret)
+			return ret;
+	}
 	ret = f4_read_inode(f, s->ino, &s->inode);
 	if (ret)
 		return ret;
 	ret = f4_check_sticky(f, cred, &s->dinode, &s->inode);
 	if (ret)
 		return ret;
-	if (s->inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
-	return 0;
+	return f4_check_immutable(&s->inode, F4_OP_UNLINK);
 }
 
 static int rename_checks(struct f4fs *f, struct f4_cred *cred,

@@ -5,7 +5,9 @@
  * The nodeid is the inode number, except that FUSE's root (1) is ext2's
  * root inode (2).  Because fuse4fs owns the image while mounted, nothing
  * changes behind the kernel's back, so entries and attributes are given
- * long timeouts and file pages are kept across opens.
+ * long timeouts and file pages are kept across opens.  Where a request
+ * changes attributes its reply doesn't carry (ioctls), the core notes
+ * the inode and inval_inode() below tells the kernel.
  */
 #include "config.h"
 
@@ -40,12 +42,42 @@ fuse_ino_t f4_nodeid_of(ext2_ino_t ino)
 	return ino == EXT2_ROOT_INO ? FUSE_ROOT_ID : ino;
 }
 
+/*
+ * The caller's supplementary groups, read by libfuse from /proc: the
+ * first F4_NGROUPS are kept.  A caller in another PID namespace comes with
+ * pid 0 and its groups can't be read: F4_GROUPS_UNKNOWN, and the checks
+ * then give no more than they would to a non-member.
+ */
 static int get_groups(struct f4_cred *cred)
 {
-	int n = fuse_req_getgroups(cred->req, 64, cred->groups);
+	int n = fuse_req_getgroups(cred->req, F4_NGROUPS, cred->groups);
 
-	cred->ngroups = n < 0 ? 0 : (n > 64 ? 64 : n);
+	if (n < 0 || !cred->pid) {
+		cred->ngroups = F4_GROUPS_UNKNOWN;
+		return 0;
+	}
+	cred->ngroups = n > F4_NGROUPS ? F4_NGROUPS : n;
+	cred->more_groups = n > F4_NGROUPS;
 	return 0;
+}
+
+/* For a caller with more groups than fit in the cred: read them all. */
+static int find_group(struct f4_cred *cred, gid_t gid)
+{
+	int size = fuse_req_getgroups(cred->req, 0, NULL), n, i, found = 0;
+	gid_t *list;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	list = calloc(size, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	n = fuse_req_getgroups(cred->req, size, list);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = list[i] == gid;
+	free(list);
+	return n < 0 ? n : found;
 }
 
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
@@ -57,23 +89,23 @@ void f4_cred_of(fuse_req_t req, struct f4_cred *cred)
 	cred->pid = ctx->pid;
 	cred->umask = ctx->umask;
 	cred->ngroups = -1;
+	cred->more_groups = 0;
 	cred->get_groups = get_groups;
+	cred->find_group = find_group;
 	cred->req = req;
 	cred->writeback = 0;
 	cred->may_reserve = 0;
 }
 
 /*
- * How long the kernel may trust a name.  When fuse4fs checks permissions
- * itself and other users share the mount, every path walk must come back
- * here: the kernel doesn't check search permission on cached names for a
- * FUSE file system without default_permissions.
+ * How long the kernel may trust a name: as long as it likes.  Other users
+ * can only reach a mount where the kernel checks permissions (allow_other
+ * and allow_root imply default_permissions), and the kernel checks search
+ * permission on cached names itself there.
  */
 static double entry_timeout(const struct f4fs *f)
 {
-	if (f4_self_checks((struct f4fs *)f) &&
-	    (f->opts->allow_other || f->opts->allow_root))
-		return 0;
+	(void)f;
 	return CACHE_TIMEOUT;
 }
 
@@ -111,6 +143,34 @@ static void reply_err(fuse_req_t req, int ret)
 	fuse_reply_err(req, ret < 0 ? -ret : ret);
 }
 
+/*
+ * The core changed attributes of ino that the kernel caches, in a way no
+ * reply tells it about (f4_unlock() calls this, without the lock: the
+ * kernel may be waiting on a request that needs it).  Attributes only:
+ * the file's pages stay valid.
+ */
+static void inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	int ret;
+
+	ret = fuse_lowlevel_notify_inval_inode(f->fuse_priv, f4_nodeid_of(ino),
+					       -1, 0);
+	/* ENOENT: the kernel has let go of the inode meanwhile */
+	if (ret && ret != -ENOENT)
+		f4_log(LOG_DEBUG, "inode %u: telling the kernel its attributes "
+		       "changed: %s", ino, strerror(-ret));
+}
+
+/* Let the core reach the kernel's caches through se (NULL: no more). */
+void f4_ops_attach(struct f4fs *f, struct fuse_session *se)
+{
+	f4_lock(f);
+	f->fuse_priv = se;
+	f->inval_inode = se ? inval_inode : NULL;
+	f->ninval = 0;
+	f4_unlock(f);
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -130,8 +190,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 				       FUSE_CAP_CACHE_SYMLINKS);
 	conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
 			FUSE_CAP_SPLICE_MOVE);
-	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL))
+	/*
+	 * With POSIX ACLs the kernel checks permissions itself, as with
+	 * default_permissions (and enforces the ACLs, which it caches):
+	 * checking again here could only disagree.
+	 */
+	if (f->opts->acl && (conn->capable & FUSE_CAP_POSIX_ACL)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		f->opts->default_permissions = 1;
+	}
 	/*
 	 * -o writeback_cache: the kernel's page cache may hold writes back
 	 * (the way ext4's delayed allocation does), so small random writes
@@ -205,12 +272,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	reply_entry(req, f, ret, &e);
 }
 
+/*
+ * FORGETs are queued apart from other requests and may still be read,
+ * or handled by another worker, after DESTROY (a fuseblk unmount) has
+ * closed the file system: by then there is nothing left to forget.
+ */
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct f4fs *f = fs_of(req);
 
 	f4_lock(f);
-	f4_forget(f, f4_ino_of(ino), nlookup);
+	if (!f->closed)
+		f4_forget(f, f4_ino_of(ino), nlookup);
 	f4_unlock(f);
 	fuse_reply_none(req);
 }
@@ -222,7 +295,7 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 	size_t i;
 
 	f4_lock(f);
-	for (i = 0; i < count; i++)
+	for (i = 0; i < count && !f->closed; i++)
 		f4_forget(f, f4_ino_of(forgets[i].ino), forgets[i].nlookup);
 	f4_unlock(f);
 	fuse_reply_none(req);
@@ -698,12 +771,21 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 {
 	struct f4fs *f = fs_of(req);
 	struct f4_dir *d = dir_of(fi);
+	ext2_ino_t *refs = NULL;	/* references this reply hands over */
+	size_t i, nrefs = 0;
 	char *buf;
 	size_t used = 0;
 	int ret = 0;
 
 	buf = malloc(size);
-	if (!buf) {
+	/* At most as many entries as the shortest (a name of "") fits */
+	if (plus)
+		refs = malloc((size / fuse_add_direntry_plus(req, NULL, 0, "",
+							      NULL, 0) + 1) *
+			      sizeof(*refs));
+	if (!buf || (plus && !refs)) {
+		free(buf);
+		free(refs);
 		reply_err(req, -ENOMEM);
 		return;
 	}
@@ -761,16 +843,22 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off,
 		if (len > size - used)
 			break;
 		/* Every entry with attributes hands the kernel a reference */
-		if (plus && ep.ino)
-			f4_lookup_ref(f, de->ino);
+		if (plus && ep.ino && !f4_lookup_ref(f, de->ino))
+			refs[nrefs++] = de->ino;
 		used += len;
 	}
 	f4_unlock(f);
 	/* An entry we can't stat ends the listing there, not silently */
-	if (ret && !used)
+	if (ret && !used) {
 		reply_err(req, ret);
-	else
-		fuse_reply_buf(req, buf, used);
+	} else if (fuse_reply_buf(req, buf, used) && nrefs) {
+		/* The kernel never got the entries: take the references back */
+		f4_lock(f);
+		for (i = 0; i < nrefs; i++)
+			f4_forget(f, refs[i], 1);
+		f4_unlock(f);
+	}
+	free(refs);
 	free(buf);
 }
 

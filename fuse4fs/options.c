@@ -47,8 +47,10 @@ static const struct opt_desc opt_table[] = {
 	  "allow_other, default_permissions, suid and dev together" },
 	{ "default_permissions", NULL, O_DEFAULT_PERMISSIONS,
 	  "let the kernel check permissions" },
-	{ "allow_other", NULL, O_ALLOW_OTHER, "let other users use the mount" },
-	{ "allow_root", NULL, O_ALLOW_ROOT, "let root use the mount" },
+	{ "allow_other", NULL, O_ALLOW_OTHER,
+	  "let other users use the mount (implies default_permissions)" },
+	{ "allow_root", NULL, O_ALLOW_ROOT,
+	  "let root use the mount (implies default_permissions)" },
 	{ "acl", NULL, O_ACL, "POSIX access control lists" },
 	{ "noacl", NULL, O_NOACL, "no POSIX ACLs (the default)" },
 	{ "errors", "MODE", O_ERRORS,
@@ -211,6 +213,8 @@ struct parse_state {
 	int sloppy;
 	int explicit_rw;
 	int saw_errors;
+	int explicit_suid;		/* -1: not given; else last suid/nosuid */
+	int explicit_dev;		/* -1: not given; else last dev/nodev */
 };
 
 static const struct opt_desc *find_opt(const char *name, size_t len)
@@ -315,10 +319,10 @@ static int apply_opt(struct parse_state *ps, const struct opt_desc *d,
 	case O_ATIME: o->noatime = 0; o->strictatime = 0; break;
 	case O_STRICTATIME: o->noatime = 0; o->strictatime = 1; break;
 	case O_NODIRATIME: break;
-	case O_SUID: o->suid = 1; break;
-	case O_NOSUID: o->suid = 0; break;
-	case O_DEV: o->dev = 1; break;
-	case O_NODEV: o->dev = 0; break;
+	case O_SUID: o->suid = ps->explicit_suid = 1; break;
+	case O_NOSUID: o->suid = ps->explicit_suid = 0; break;
+	case O_DEV: o->dev = ps->explicit_dev = 1; break;
+	case O_NODEV: o->dev = ps->explicit_dev = 0; break;
 	case O_EXEC: o->noexec = 0; break;
 	case O_NOEXEC: o->noexec = 1; break;
 	case O_FSNAME:
@@ -409,6 +413,24 @@ static int check_conflicts(struct parse_state *ps)
 	}
 	if (o->norecovery)
 		o->readonly = 1;
+	/*
+	 * What "kernel" implies gives way to suid/nosuid and dev/nodev given
+	 * explicitly, wherever they stand: mount(8) puts fstab's nosuid
+	 * before the file system's own options.
+	 */
+	if (ps->explicit_suid >= 0)
+		o->suid = ps->explicit_suid;
+	if (ps->explicit_dev >= 0)
+		o->dev = ps->explicit_dev;
+	/*
+	 * When other users can reach the mount, the kernel checks their
+	 * permissions (default_permissions): it never asks fuse4fs before
+	 * opening a FIFO or a device node, so checks made here could not be
+	 * complete.  fakeroot, which checks nothing for anybody, is the one
+	 * exception.
+	 */
+	if ((o->allow_other || o->allow_root) && !o->fakeroot)
+		o->default_permissions = 1;
 	return 0;
 }
 
@@ -425,7 +447,7 @@ static const char *basename_of(const char *p)
  */
 int f4_parse_options(int argc, char **argv, struct f4_opts *o)
 {
-	struct parse_state ps = { o, 0, 0, 0 };
+	struct parse_state ps = { o, 0, 0, 0, -1, -1 };
 	char *pos[2] = { NULL, NULL };
 	int npos = 0, i, ret, only_pos = 0;
 

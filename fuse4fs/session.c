@@ -40,33 +40,71 @@
 #ifndef HAVE_STRUCT_FUSE_LOWLEVEL_OPS_TMPFILE
 #include <linux/fuse.h>
 
-/* Supplementary groups of a process, for requests libfuse doesn't see. */
-static int proc_groups(struct f4_cred *cred)
+/*
+ * Supplementary groups of a process, for requests libfuse doesn't see:
+ * the first size go to list; returns how many there are, or -errno.
+ */
+static int proc_group_list(pid_t pid, gid_t *list, int size)
 {
-	char path[64], line[4096];
+	char path[64], *line = NULL, *p, *end;
+	size_t cap = 0;
+	int n = -EIO;
 	FILE *fp;
 
-	cred->ngroups = 0;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+	if (!pid)
+		return -ESRCH;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)pid,
+		 (int)pid);
 	fp = fopen(path, "re");
 	if (!fp)
-		return 0;
-	while (fgets(line, sizeof(line), fp)) {
-		char *p, *end;
-
+		return -errno;
+	while (getline(&line, &cap, fp) > 0) {
 		if (strncmp(line, "Groups:", 7))
 			continue;
-		for (p = line + 7; cred->ngroups < 64; p = end) {
+		for (n = 0, p = line + 7; ; p = end, n++) {
 			unsigned long g = strtoul(p, &end, 10);
 
 			if (end == p)
 				break;
-			cred->groups[cred->ngroups++] = g;
+			if (n < size)
+				list[n] = g;
 		}
 		break;
 	}
+	free(line);
 	fclose(fp);
+	return n;
+}
+
+static int proc_groups(struct f4_cred *cred)
+{
+	int n = proc_group_list(cred->pid, cred->groups, F4_NGROUPS);
+
+	if (n < 0) {
+		cred->ngroups = F4_GROUPS_UNKNOWN;
+		return 0;
+	}
+	cred->ngroups = n > F4_NGROUPS ? F4_NGROUPS : n;
+	cred->more_groups = n > F4_NGROUPS;
 	return 0;
+}
+
+static int proc_find_group(struct f4_cred *cred, gid_t gid)
+{
+	int size = proc_group_list(cred->pid, NULL, 0), n, i, found = 0;
+	gid_t *list;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	list = calloc(size, sizeof(*list));
+	if (!list)
+		return -ENOMEM;
+	n = proc_group_list(cred->pid, list, size);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = list[i] == gid;
+	free(list);
+	return n < 0 ? n : found;
 }
 
 static void fill_attr(const struct stat *st, struct fuse_attr *a)
@@ -133,6 +171,7 @@ static void handle_tmpfile(struct fuse_session *se, struct f4fs *f,
 	cred.umask = arg->umask;
 	cred.ngroups = -1;
 	cred.get_groups = proc_groups;
+	cred.find_group = proc_find_group;
 
 	f4_lock(f);
 	ret = f4_tmpfile(f, &cred, f4_ino_of(in->nodeid), arg->mode,

@@ -68,9 +68,41 @@ void f4_lock(struct f4fs *f)
 	pthread_mutex_lock(&f->lock);
 }
 
+/*
+ * Release the lock, then tell the kernel about the inodes whose cached
+ * attributes the work done under it made stale.
+ */
 void f4_unlock(struct f4fs *f)
 {
+	void (*inval_inode)(struct f4fs *f, ext2_ino_t ino) = f->inval_inode;
+	ext2_ino_t inval[F4_INVAL_MAX];
+	unsigned int i, n = f->ninval;
+
+	memcpy(inval, f->inval, n * sizeof(inval[0]));
+	f->ninval = 0;
 	pthread_mutex_unlock(&f->lock);
+	for (i = 0; i < n; i++)
+		inval_inode(f, inval[i]);
+}
+
+/*
+ * The kernel's cached attributes of ino are stale: note it for f4_unlock().
+ * Inodes the kernel doesn't hold need no note.
+ */
+void f4_inval_inode(struct f4fs *f, ext2_ino_t ino)
+{
+	unsigned int i;
+
+	if (!f->inval_inode || !f4_nlookup(f, ino))
+		return;
+	for (i = 0; i < f->ninval; i++)
+		if (f->inval[i] == ino)
+			return;
+	if (f->ninval < F4_INVAL_MAX)
+		f->inval[f->ninval++] = ino;
+	else
+		f4_log(LOG_WARNING, "inode %u: too many changed inodes in one "
+		       "request; the kernel may show stale attributes", ino);
 }
 
 void f4_fs_dirty(struct f4fs *f)
@@ -226,14 +258,53 @@ int f4_statfs(struct f4fs *f, struct statvfs *st)
 
 /* ---- opening -------------------------------------------------------- */
 
+/*
+ * The bytes the file system may span from its start: its partition, or
+ * the device (image) past the offset.  Known from the command line and
+ * the device alone, before anything on the image is trusted; no write may
+ * leave this range, whatever the image (or its journal) says.  0 if the
+ * device's size can't be found.
+ */
+static unsigned long long region_bytes(struct f4_opts *opts)
+{
+	blk64_t dev = 0;
+	unsigned long long bytes;
+
+	if (ext2fs_get_device_size2(opts->device, 1, &dev) || !dev)
+		return opts->size_limit;
+	bytes = dev > opts->offset ? dev - opts->offset : 0;
+	if (opts->size_limit && opts->size_limit < bytes)
+		bytes = opts->size_limit;
+	return bytes;
+}
+
 static char io_options[64];
 
+/* For libext2fs's own I/O managers (the journal replay). */
 static const char *make_io_options(struct f4_opts *opts)
 {
 	if (!opts->offset)
 		return NULL;
 	snprintf(io_options, sizeof(io_options), "offset=%llu", opts->offset);
 	return io_options;
+}
+
+static char f4_io_options[96];
+
+/* For fuse4fs's block cache: the offset and the end of the byte range. */
+static const char *make_f4_io_options(struct f4_opts *opts)
+{
+	unsigned long long end = region_bytes(opts);
+
+	if (end)
+		snprintf(f4_io_options, sizeof(f4_io_options),
+			 "offset=%llu&end=%llu", opts->offset, end);
+	else if (opts->offset)
+		snprintf(f4_io_options, sizeof(f4_io_options), "offset=%llu",
+			 opts->offset);
+	else
+		return NULL;
+	return f4_io_options;
 }
 
 static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
@@ -293,8 +364,7 @@ static int explain_open_error(struct f4_opts *opts, errcode_t err, int rw)
 static int readonly_features(struct ext2_super_block *sb, char *names,
 			     size_t size)
 {
-	unsigned int incompat, ro_compat;
-	size_t l;
+	unsigned int ro_compat;
 
 	ro_compat = sb->s_feature_ro_compat &
 		    ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
@@ -304,19 +374,28 @@ static int readonly_features(struct ext2_super_block *sb, char *names,
 		      EXT4_FEATURE_RO_COMPAT_SHARED_BLOCKS |
 		      EXT4_FEATURE_RO_COMPAT_QUOTA |
 		      EXT4_FEATURE_RO_COMPAT_PROJECT);
+	if (!ro_compat)
+		return 0;
+	feature_list(2, ro_compat, names, size);
+	return 1;
+}
+
+/*
+ * Features whose names or contents fuse4fs does not decode yet: even a
+ * read-only mount would serve wrong results (case-insensitive lookups
+ * that fail, ciphertext names and data), so no mount at all.
+ */
+static int undecoded_features(struct ext2_super_block *sb, char *names,
+			      size_t size)
+{
+	unsigned int incompat;
+
 	incompat = sb->s_feature_incompat &
 		   (EXT4_FEATURE_INCOMPAT_ENCRYPT |
 		    EXT4_FEATURE_INCOMPAT_CASEFOLD);
-	if (!ro_compat && !incompat)
+	if (!incompat)
 		return 0;
-	feature_list(2, ro_compat, names, size);
-	if (incompat) {
-		l = strlen(names);
-		feature_list(1, incompat, names + l + (l ? 2 : 0),
-			     size - l - 2);
-		if (l)
-			memcpy(names + l, ", ", 2);
-	}
+	feature_list(1, incompat, names, size);
 	return 1;
 }
 
@@ -334,6 +413,13 @@ static int check_features(struct f4_opts *opts, ext2_filsys fs, int *rw)
 		feature_list(1, incompat, names, sizeof(names));
 		f4_log(LOG_ERR, "%s: file system has features fuse4fs does "
 		       "not support: %s", opts->device, names);
+		return -EOPNOTSUPP;
+	}
+	if (undecoded_features(sb, names, sizeof(names))) {
+		f4_log(LOG_ERR, "%s: file system has features fuse4fs "
+		       "cannot decode yet: %s; not mounted, not even "
+		       "read-only (names or contents would come out wrong)",
+		       opts->device, names);
 		return -EOPNOTSUPP;
 	}
 	if (*rw && readonly_features(sb, names, sizeof(names))) {
@@ -441,8 +527,8 @@ static errcode_t open_fs(struct f4_opts *opts, int rw, int force,
 		flags |= EXT2_FLAG_RW;
 	if (force)
 		flags |= EXT2_FLAG_FORCE | EXT2_FLAG_SKIP_MMP;
-	return ext2fs_open2(opts->device, make_io_options(opts), flags, 0, 0,
-			    f4_io_manager, fsp);
+	return ext2fs_open2(opts->device, make_f4_io_options(opts), flags, 0,
+			    0, f4_io_manager, fsp);
 }
 
 /* Is the device itself writable?  A read-only image falls back to ro. */
@@ -562,7 +648,7 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 		       "replaying", opts->device);
 		return -EROFS;
 	}
-	ret = f4_journal_check(fs, why, sizeof(why));
+	ret = f4_journal_check(fs, region_bytes(opts), why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: cannot replay the journal: %s",
 		       opts->device, why);
@@ -573,8 +659,9 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 	f4_log(LOG_NOTICE, "%s: recovering journal", opts->device);
 	memset(&rep, 0, sizeof(rep));
-	ret = f4_journal_recover(opts->device, make_io_options(opts), &rep,
-				 log_journal, opts->device, why, sizeof(why));
+	ret = f4_journal_recover(opts->device, make_io_options(opts),
+				 region_bytes(opts), &rep, log_journal,
+				 opts->device, why, sizeof(why));
 	if (ret < 0) {
 		f4_log(LOG_ERR, "%s: journal recovery failed: %s",
 		       opts->device, why);
@@ -595,17 +682,10 @@ static int maybe_recover(struct f4_opts *opts, ext2_filsys fs, int *rw,
 
 static int check_size(struct f4_opts *opts, ext2_filsys fs)
 {
-	blk64_t dev_blocks = 0;
-	errcode_t err;
+	blk64_t dev_blocks = region_bytes(opts) / fs->blocksize;
 
-	err = ext2fs_get_device_size2(opts->device, fs->blocksize,
-				      &dev_blocks);
-	if (err || !dev_blocks)
+	if (!dev_blocks)
 		return 0;
-	if (opts->offset)
-		dev_blocks -= opts->offset / fs->blocksize;
-	if (opts->size_limit && opts->size_limit / fs->blocksize < dev_blocks)
-		dev_blocks = opts->size_limit / fs->blocksize;
 	if (ext2fs_blocks_count(fs->super) > dev_blocks) {
 		f4_log(LOG_ERR, "%s: file system is %llu blocks but the "
 		       "device holds only %llu: image truncated?",
@@ -850,15 +930,15 @@ int f4_fs_close(struct f4fs *f)
 		/* errors=panic: the error is on disk; write nothing more */
 		ext2fs_free(f->fs);
 	} else if (f->fs->flags & EXT2_FLAG_RW) {
-		io_stats stats = NULL;
-
 		/* The kernel is gone: nobody can reach orphans any more */
 		if (!f->forced_ro)
 			ret = f4_orphan_release_all(f);
-		if (f->fs->io->manager->get_stats &&
-		    !f->fs->io->manager->get_stats(f->fs->io, &stats) &&
-		    stats)
-			sb->s_kbytes_written += stats->bytes_written >> 10;
+		/*
+		 * Lifetime writes, counted once: ext2fs_close2() adds what
+		 * get_stats reports too, but only to a counter already in
+		 * use, and the bytes taken here are no longer reported.
+		 */
+		sb->s_kbytes_written += f4_io_take_written(f->fs->io) >> 10;
 		/* Back to the state at mount, plus any error we found */
 		sb->s_state = (f->mount_state & (EXT2_VALID_FS |
 						 EXT2_ERROR_FS)) |

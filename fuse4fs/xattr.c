@@ -17,9 +17,6 @@
 
 #include "fuse4fs.h"
 
-#define MAY_WRITE	2
-#define MAY_READ	4
-
 #define CAPS_XATTR	"security.capability"
 #define ACL_ACCESS	"system.posix_acl_access"
 #define ACL_DEFAULT	"system.posix_acl_default"
@@ -219,9 +216,248 @@ static int reuse_shared_block(struct f4fs *f, ext2_ino_t ino,
 	ret = f4_write_inode(f, ino, &inode);
 out:
 	free(buf);
-	free(sb->buf);
-	sb->buf = NULL;
 	return ret;
+}
+
+/* ---- values in their own inodes (ea_inode) ----------------------------- */
+
+/*
+ * With ea_inode, a value too big for the xattr block lives in an inode
+ * of its own, which entries name by e_value_inum.  The EA inode counts
+ * its references (one per in-inode entry, one per entry in a distinct
+ * xattr block, however many inodes share that block), and the owner's
+ * i_blocks is charged the value's size in whole blocks, as the kernel's
+ * quota code charges it.  libext2fs creates and drops EA inodes when a
+ * value is set or removed, but leaves both of these to us.
+ */
+typedef int (*ea_ref_fn)(struct f4fs *f, ext2_ino_t ino,
+			 const struct ext2_ext_attr_entry *e, void *arg);
+
+/* Call fn for each entry in [start, start + size) that names an EA inode. */
+static int walk_ea_refs(struct f4fs *f, ext2_ino_t ino, const char *start,
+			size_t size, ea_ref_fn fn, void *arg)
+{
+	const char *p = start, *end = start + size;
+	const struct ext2_ext_attr_entry *e;
+	int ret;
+
+	while (p + sizeof(__u32) <= end) {
+		e = (const struct ext2_ext_attr_entry *)p;
+		if (EXT2_EXT_IS_LAST_ENTRY(e))
+			return 0;
+		if (p + sizeof(*e) > end ||
+		    p + EXT2_EXT_ATTR_LEN(e->e_name_len) > end)
+			return f4_corrupt(f, ino, "xattr entry at offset %zu "
+					  "runs past its area",
+					  (size_t)(p - start));
+		if (e->e_value_inum) {
+			ret = fn(f, ino, e, arg);
+			if (ret)
+				return ret;
+		}
+		p = (const char *)EXT2_EXT_ATTR_NEXT(e);
+	}
+	return 0;
+}
+
+/* The entries stored in the inode body itself. */
+static int walk_ibody_refs(struct f4fs *f, ext2_ino_t ino, ea_ref_fn fn,
+			   void *arg)
+{
+	struct ext2_inode_large *raw;
+	size_t off;
+	errcode_t err;
+	int ret = 0;
+
+	if (f->inode_size <= EXT2_GOOD_OLD_INODE_SIZE)
+		return 0;
+	raw = calloc(1, f->inode_size > sizeof(*raw) ? f->inode_size :
+			sizeof(*raw));
+	if (!raw)
+		return -ENOMEM;
+	err = ext2fs_read_inode_full(f->fs, ino, (struct ext2_inode *)raw,
+				     f->inode_size);
+	if (err) {
+		ret = f4_fs_error(f, ino, err, "reading inode");
+		goto out;
+	}
+	/* No room for in-inode xattrs without the extra fields */
+	off = EXT2_GOOD_OLD_INODE_SIZE + raw->i_extra_isize;
+	if (raw->i_extra_isize < sizeof(raw->i_extra_isize) ||
+	    raw->i_extra_isize & 3 || off + sizeof(__u32) > f->inode_size ||
+	    *(__u32 *)((char *)raw + off) != EXT2_EXT_ATTR_MAGIC)
+		goto out;
+	off += sizeof(__u32);
+	ret = walk_ea_refs(f, ino, (char *)raw + off, f->inode_size - off,
+			   fn, arg);
+out:
+	free(raw);
+	return ret;
+}
+
+/* The entries of an xattr block already read into buf. */
+static int walk_block_refs(struct f4fs *f, ext2_ino_t ino, const char *buf,
+			   ea_ref_fn fn, void *arg)
+{
+	size_t hlen = sizeof(struct ext2_ext_attr_header);
+
+	if (((const struct ext2_ext_attr_header *)buf)->h_magic !=
+	    EXT2_EXT_ATTR_MAGIC)
+		return 0;
+	return walk_ea_refs(f, ino, buf + hlen, f->blocksize - hlen, fn, arg);
+}
+
+static int add_charge(struct f4fs *f, ext2_ino_t ino,
+		      const struct ext2_ext_attr_entry *e, void *arg)
+{
+	*(blk64_t *)arg += (e->e_value_size + f->blocksize - 1) /
+			   f->blocksize;
+	return 0;
+}
+
+/* What the inode's EA-inode values add to its i_blocks, in blocks. */
+static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino, blk64_t *blocks)
+{
+	struct ext2_inode_large inode;
+	blk64_t blk;
+	errcode_t err;
+	char *buf;
+	int ret;
+
+	*blocks = 0;
+	if (!ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	ret = walk_ibody_refs(f, ino, add_charge, blocks);
+	if (!ret)
+		ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	if (err)
+		ret = f4_fs_error(f, ino, err, "reading xattr block");
+	else
+		ret = walk_block_refs(f, ino, buf, add_charge, blocks);
+	free(buf);
+	return ret;
+}
+
+/* Charge the owner for EA-inode values gained, credit it for those lost. */
+static int ea_inode_recharge(struct f4fs *f, ext2_ino_t ino, blk64_t before)
+{
+	struct ext2_inode_large inode;
+	blk64_t after;
+	int ret;
+
+	ret = ea_inode_charge(f, ino, &after);
+	if (ret || after == before)
+		return ret;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (after > before)
+		ext2fs_iblk_add_blocks(f->fs, (struct ext2_inode *)&inode,
+				       after - before);
+	else
+		ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)&inode,
+				       before - after);
+	return f4_write_inode(f, ino, &inode);
+}
+
+/*
+ * Drop one reference to an EA inode; the last one frees it.  A reference
+ * that doesn't lead to an EA inode is reported and left alone: freeing
+ * whatever inode it names would be worse.
+ */
+static int ea_inode_put(struct f4fs *f, ext2_ino_t owner,
+			const struct ext2_ext_attr_entry *e, void *arg)
+{
+	ext2_ino_t ea = e->e_value_inum;
+	struct ext2_inode_large ei;
+	__u64 ref;
+	int ret;
+
+	if (f4_check_ino(f, ea) || ea == EXT2_ROOT_INO ||
+	    !ext2fs_test_inode_bitmap2(f->fs->inode_map, ea)) {
+		f4_corrupt(f, owner, "xattr value in bad or free inode %u",
+			   ea);
+		return 0;
+	}
+	ret = f4_read_inode(f, ea, &ei);
+	if (ret)
+		return ret;
+	if (!(ei.i_flags & EXT4_EA_INODE_FL) || !ei.i_links_count) {
+		f4_corrupt(f, owner, "xattr value inode %u is not an EA inode",
+			   ea);
+		return 0;
+	}
+	ref = ext2fs_get_ea_inode_ref((struct ext2_inode *)&ei);
+	if (ref > 1) {
+		ext2fs_set_ea_inode_ref((struct ext2_inode *)&ei, ref - 1);
+		return f4_write_inode(f, ea, &ei);
+	}
+	ext2fs_set_ea_inode_ref((struct ext2_inode *)&ei, 0);
+	return f4_free_inode(f, ea, &ei);
+}
+
+/* One more reference to an EA inode (a copied block names it too). */
+static int ea_inode_get(struct f4fs *f, ext2_ino_t owner,
+			const struct ext2_ext_attr_entry *e, void *arg)
+{
+	ext2_ino_t ea = e->e_value_inum;
+	struct ext2_inode_large ei;
+	__u64 ref;
+	int ret;
+
+	if (f4_check_ino(f, ea) || ea == EXT2_ROOT_INO)
+		return f4_corrupt(f, owner, "xattr value in bad inode %u", ea);
+	ret = f4_read_inode(f, ea, &ei);
+	if (ret)
+		return ret;
+	if (!(ei.i_flags & EXT4_EA_INODE_FL) || !ei.i_links_count)
+		return f4_corrupt(f, owner, "xattr value inode %u is not an "
+				  "EA inode", ea);
+	ref = ext2fs_get_ea_inode_ref((struct ext2_inode *)&ei);
+	ext2fs_set_ea_inode_ref((struct ext2_inode *)&ei, ref + 1);
+	return f4_write_inode(f, ea, &ei);
+}
+
+/*
+ * A change to an inode whose xattr block is shared makes libext2fs copy
+ * the block, and the copy names the same EA inodes without taking
+ * references; libext2fs then drops one for each value it replaces or
+ * removes, which would free an EA inode the other sharers still use.
+ * So the copy's references are taken before the change, and given back
+ * if the inode ends up sharing the original block after all.
+ */
+static int shared_ea_refs_take(struct f4fs *f, ext2_ino_t ino,
+			       const struct shared_block *sb)
+{
+	if (!sb->blk || !ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	return walk_block_refs(f, ino, sb->buf, ea_inode_get, NULL);
+}
+
+static int shared_ea_refs_settle(struct f4fs *f, ext2_ino_t ino,
+				 const struct shared_block *sb)
+{
+	struct ext2_inode_large inode;
+	int ret;
+
+	if (!sb->blk || !ext2fs_has_feature_ea_inode(f->fs->super))
+		return 0;
+	ret = f4_read_inode(f, ino, &inode);
+	if (ret)
+		return ret;
+	if (ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode) !=
+	    sb->blk)
+		return 0;		/* a copy (or none): it kept them */
+	return walk_block_refs(f, ino, sb->buf, ea_inode_put, NULL);
 }
 
 /* Set (value != NULL) or remove one attribute. */
@@ -232,14 +468,24 @@ static int put_value(struct f4fs *f, ext2_ino_t ino, const char *name,
 	struct shared_block shared;
 	void *old = NULL;
 	size_t oldlen;
+	blk64_t charge;
 	errcode_t err;
-	int ret, exists;
+	int ret, r, exists;
 
+	ret = ea_inode_charge(f, ino, &charge);
+	if (ret)
+		return ret;
 	ret = note_shared_block(f, ino, &shared);
 	if (ret)
 		return ret;
+	ret = shared_ea_refs_take(f, ino, &shared);
+	if (ret) {
+		free(shared.buf);
+		return ret;
+	}
 	ret = open_xattrs(f, ino, &h);
 	if (ret) {
+		shared_ea_refs_settle(f, ino, &shared);
 		free(shared.buf);
 		return ret;
 	}
@@ -279,7 +525,12 @@ out:
 		ret = drop_empty_block(f, ino);
 	if (!ret)
 		ret = reuse_shared_block(f, ino, &shared);
+	r = shared_ea_refs_settle(f, ino, &shared);
+	if (!ret)
+		ret = r;
 	free(shared.buf);
+	if (!ret)
+		ret = ea_inode_recharge(f, ino, charge);
 	return ret;
 }
 
@@ -437,7 +688,7 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 {
 	struct acl *acl;
 	struct acl_entry *m;
-	int ret, i, group_match = 0, allowed = 0;
+	int ret, i, group_match = 0, maybe_denied = 0, allowed = 0;
 
 	mask &= 7;
 	ret = read_acl(f, ino, ACL_ACCESS, &acl);
@@ -465,9 +716,15 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		int match = 0;
 
 		if (e->tag == ACL_GROUP_OBJ)
-			match = f4_in_group(cred, inode_gid(*inode));
+			match = f4_group_member(cred, inode_gid(*inode));
 		else if (e->tag == ACL_GROUP)
-			match = f4_in_group(cred, e->id);
+			match = f4_group_member(cred, e->id);
+		if (match < 0) {
+			/* Groups unknown: this entry might be the caller's */
+			if ((perm & mask) != mask)
+				maybe_denied = 1;
+			continue;
+		}
 		if (match) {
 			group_match = 1;
 			if ((perm & mask) == mask) {
@@ -476,7 +733,7 @@ int f4_acl_permission(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 			}
 		}
 	}
-	if (!group_match)
+	if (!group_match && !maybe_denied)
 		allowed = (acl_find(acl, ACL_OTHER)->perm & mask) == mask;
 out:
 	free(acl);
@@ -588,8 +845,13 @@ static int set_access_acl(struct f4fs *f, struct f4_cred *cred,
 	if (ret)
 		goto out;
 	inode.i_mode = acl_to_mode(acl, inode.i_mode);
-	if (f4_self_checks(f) && !f4_capable(f, cred) &&
-	    !f4_in_group(cred, inode_gid(inode)))
+	/*
+	 * Like chmod, an ACL change drops setgid unless the caller is in the
+	 * file's group.  In every mode: with default_permissions the kernel
+	 * leaves this to the file system (it would only flag it through
+	 * FUSE_SETXATTR_EXT, which libfuse 3.14 doesn't take).
+	 */
+	if (!f4_capable(f, cred) && !f4_in_group(cred, inode_gid(inode)))
 		inode.i_mode &= ~LINUX_S_ISGID;
 	ret = f4_write_inode(f, ino, &inode);
 	if (ret)
@@ -701,7 +963,13 @@ static int check_xattr_name(const char *name)
 	return 0;
 }
 
-static int touch_ctime(struct f4fs *f, ext2_ino_t ino)
+/*
+ * The change is done: a new ctime, and if the inode's block count moved
+ * (an xattr block or an EA-inode value came or went), the kernel's
+ * cached st_blocks is stale, since it only drops the ctime itself.
+ */
+static int touch_ctime(struct f4fs *f, ext2_ino_t ino,
+		       const struct ext2_inode_large *before)
 {
 	struct ext2_inode_large inode;
 	int ret;
@@ -709,6 +977,9 @@ static int touch_ctime(struct f4fs *f, ext2_ino_t ino)
 	ret = f4_read_inode(f, ino, &inode);
 	if (ret)
 		return ret;
+	if (ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)&inode) !=
+	    ext2fs_get_stat_i_blocks(f->fs, (struct ext2_inode *)before))
+		f4_inval_inode(f, ino);
 	f4_touch(f, &inode, F4_TOUCH_C);
 	return f4_write_inode(f, ino, &inode);
 }
@@ -736,8 +1007,9 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = xattr_perm(f, cred, ino, &inode, ns, 1);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_ATTR);
+	if (ret)
+		return ret;
 	if (!ext2fs_has_feature_xattr(f->fs->super))
 		return -EOPNOTSUPP;
 	if (ns == NS_ACL) {
@@ -761,7 +1033,7 @@ int f4_setxattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 		ret = put_value(f, ino, name, value ? value : "", size, flags);
 	caps_changed(f, ino, name);
 	if (!ret)
-		ret = touch_ctime(f, ino);
+		ret = touch_ctime(f, ino, &inode);
 	return ret;
 }
 
@@ -858,33 +1130,36 @@ int f4_removexattr(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino,
 	ret = xattr_perm(f, cred, ino, &inode, name_space(name), 1);
 	if (ret)
 		return ret;
-	if (inode.i_flags & (EXT2_IMMUTABLE_FL | EXT2_APPEND_FL))
-		return -EPERM;
+	ret = f4_check_immutable(&inode, F4_OP_ATTR);
+	if (ret)
+		return ret;
 	ret = put_value(f, ino, name, NULL, 0, 0);
 	caps_changed(f, ino, name);
 	if (!ret)
-		ret = touch_ctime(f, ino);
+		ret = touch_ctime(f, ino, &inode);
 	return ret;
 }
 
-/* A deleted inode gives back its xattr block (shared ones by refcount). */
+/*
+ * A deleted inode gives back its xattr block (shared ones by refcount)
+ * and its references to EA inodes: those of its own entries, and those
+ * of its block's entries when it held the block's last reference.
+ */
 int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 		   struct ext2_inode_large *inode)
 {
 	blk64_t blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)inode);
-	struct ext2_xattr_handle *h;
+	int ea_refs = ext2fs_has_feature_ea_inode(f->fs->super) &&
+		      !(inode->i_flags & EXT4_EA_INODE_FL);
 	__u32 count = 0;
 	errcode_t err;
 	char *buf;
+	int ret = 0;
 
-	if (ext2fs_has_feature_ea_inode(f->fs->super) && blk) {
-		/* Values in their own inodes: let libext2fs drop them all */
-		int ret = open_xattrs(f, ino, &h);
-
+	if (ea_refs) {
+		ret = walk_ibody_refs(f, ino, ea_inode_put, NULL);
 		if (ret)
 			return ret;
-		err = ext2fs_xattrs_iterate(h, NULL, NULL);
-		ext2fs_xattrs_close(&h);
 	}
 	if (!blk)
 		return 0;
@@ -893,12 +1168,18 @@ int f4_free_xattrs(struct f4fs *f, ext2_ino_t ino,
 	buf = malloc(f->blocksize);
 	if (!buf)
 		return -ENOMEM;
+	/* This reads the block into buf, and writes the new count */
 	err = ext2fs_adjust_ea_refcount3(f->fs, blk, buf, -1, &count, ino);
-	free(buf);
 	if (err) {
+		free(buf);
 		f4_fs_error(f, ino, err, "releasing xattr block");
 		goto clear;
 	}
+	if (!count && ea_refs)
+		ret = walk_block_refs(f, ino, buf, ea_inode_put, NULL);
+	free(buf);
+	if (ret)
+		return ret;
 	if (!count)
 		ext2fs_block_alloc_stats2(f->fs, blk, -1);
 	ext2fs_iblk_sub_blocks(f->fs, (struct ext2_inode *)inode, 1);

@@ -316,3 +316,31 @@ def test_readonly_image_mounts_readonly(readonly_image):
             "no message about the read-only fallback:\n" + log)
     fs.unmount()
     assert sha256_file(fs.image) == before, "the read-only image changed"
+
+
+# ---------------------------------------------------------------------------
+# features whose names and contents fuse4fs can't decode yet (issue 15,
+# item 9): a read-only mount served ciphertext names and data and failed
+# case-insensitive lookups; now such a file system is refused, even
+# read-only, with one line naming the feature.
+
+@pytest.mark.fuse_only
+@pytest.mark.parametrize("feature", ["casefold", "encrypt"])
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_undecoded_feature_refused(workdir, feature, mode):
+    img = f4test.make_image(os.path.join(workdir, "f.img"), "ext4",
+                            size=16 << 20, extra=["-O", feature])
+    mnt = os.path.join(workdir, "mnt")
+    os.mkdir(mnt)
+    before = sha256_file(img)
+    res = _run_fuse4fs(["-o", mode, img, mnt])
+    left = _cleanup(mnt, img)
+    assert not isinstance(res, subprocess.TimeoutExpired), (
+        "fuse4fs -o %s on a %s file system did not return" % (mode, feature))
+    assert not left, "mounted a %s file system -o %s (exit %d): %s" % (
+        feature, mode, res.returncode, ", ".join(left))
+    assert res.returncode == EXIT_FS, (res.returncode, res.stderr)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fuse4fs"), res.stderr
+    assert re.search(r"\b%s\b" % feature, lines[0]), res.stderr
+    assert sha256_file(img) == before, "a refused mount changed the image"

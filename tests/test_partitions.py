@@ -26,6 +26,7 @@ import errno
 import hashlib
 import json
 import os
+import struct
 import subprocess
 
 import pytest
@@ -392,3 +393,65 @@ def test_file_system_bigger_than_partition_refused(mbr_disk, workdir):
     with mounted(image, mnt, ["offset=%d" % start, "ro"], log):
         assert f4test.read_file(os.path.join(mnt, "whoami")) == \
             b"partition 3\n"
+
+
+def journal_grows_past(fs_img, bs, new_blocks, target, fill):
+    """Give fs_img a journal (needs_recovery set) whose logged primary
+    superblock says the file system has new_blocks blocks, and which logs
+    a copy of block target (past the real end) holding fill."""
+    with open(fs_img, "rb") as f:
+        sb0 = bytearray(f.read(bs))
+    sbo = 1024 if bs > 1024 else 0          # the superblock in its block
+    struct.pack_into("<I", sb0, sbo + 0x04, new_blocks)     # s_blocks_count
+    ro_compat = struct.unpack_from("<I", sb0, sbo + 0x64)[0]
+    if ro_compat & 0x400:                   # metadata_csum
+        struct.pack_into("<I", sb0, sbo + 0x3FC, J.crc32c(
+            0xFFFFFFFF, bytes(sb0[sbo:sbo + 0x3FC])))
+    w = J.JournalWriter(fs_img, csum=3)
+    w.transaction([(0 if bs > 1024 else 1, bytes(sb0)), (target, fill)])
+    w.write()
+
+
+@pytest.mark.parametrize("how", ["partition", "offset"])
+def test_journal_replay_stays_inside(workdir, how):
+    """Issue 15 item 3: a superblock copy in the journal must not raise
+    the limit on where the replay writes.  Partition 1's file system logs
+    a superblock that claims 3 times its size and a block past the
+    partition's end (in partition 2); mounted with -o ro,partition=1 the
+    block landed in partition 2.  With offset= alone the bound is the end
+    of the image, and the logged block lies past it.  The mount must be
+    refused, with nothing written anywhere."""
+    bs = 4096
+    image = os.path.join(workdir, "disk.img")
+    with open(image, "wb") as f:
+        f.truncate(36 * MiB)
+    f4test.run(["sfdisk", "-q", image], input="label: dos\nunit: sectors\n\n"
+               "start=2048, size=16M, type=83\nsize=16M, type=83\n")
+    parts = partitions(image)
+    start, size = parts[1]
+    p2start, p2size = parts[2]
+    fs_img = os.path.join(workdir, "p1.img")
+    J.mkfs(fs_img, size // MiB, "-t", "ext4", "-b", str(bs), "-J", "size=4")
+    fs_blocks = size // bs
+    if how == "partition":
+        target = (p2start - start) // bs + 5           # inside partition 2
+        opts = ["ro", "partition=1"]
+    else:
+        target = (os.path.getsize(image) - start) // bs + 3   # past the end
+        opts = ["ro", "offset=%d" % start]
+    journal_grows_past(fs_img, bs, fs_blocks * 3, target,
+                       pattern(bs, "intruder"))
+    with open(fs_img, "rb") as f, open(image, "r+b") as g:
+        g.seek(start)
+        g.write(f.read())
+    with open(image, "r+b") as g:          # partition 2: recognizable
+        g.seek(p2start)
+        g.write(pattern(p2size, "partition two"))
+    before, length = J.file_sha(image), os.path.getsize(image)
+    mnt = os.path.join(workdir, "mnt")
+    os.makedirs(mnt)
+    rc, out = run_daemon(image, mnt, opts)
+    assert os.path.getsize(image) == length, "the image grew:\n" + out
+    assert J.file_sha(image) == before, "the replay wrote:\n" + out
+    assert rc == EXIT_OPEN, (rc, out)
+    assert "outside the file system" in out, out

@@ -1,9 +1,11 @@
 """Permission checks as unprivileged users, and root's bypass rules.
 
-Every test runs twice: with the daemon checking permissions itself
-(`allow_other`, fuse4fs' default permission handling) and with the kernel
-checking them (`kernel` = allow_other + default_permissions).  Against the
-kernel driver both mean the same mount.  The expected results are the
+Every test runs twice: with `allow_other` and with `kernel` (=
+allow_other + default_permissions + suid + dev).  Since issue 15,
+allow_other implies default_permissions, so the kernel checks in both;
+fuse4fs' own checks, left only for mounts nobody but their owner can
+reach, are compared with ext4 in test_perm_matrix.py.  Against the kernel
+driver both mean the same mount.  The expected results are the
 kernel's (POSIX DAC: the owner class wins over the group class over the
 other class, supplementary groups count, root bypasses read/write/search
 but needs an x bit somewhere to execute).

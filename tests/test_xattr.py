@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import stat
+import time
 
 import pytest
 
@@ -592,3 +593,307 @@ def test_xattr_blocks_are_freed(fs):
     assert fs.statfs().f_bfree == free0
     fs.remount()
     assert fs.statfs().f_bfree == free0
+
+
+# ---------------------------------------------------------------------------
+# ea_inode: values too big for the xattr block live in inodes of their own
+# (issue 15, item 2).  Deleting a file with an xattr block killed the
+# daemon (a NULL callback to libext2fs's iterator), also at mount through
+# orphan recovery; EA inodes were never freed, and the owner's i_blocks
+# lacked the value's blocks, which the kernel charges (e2fsck agrees).
+
+EA_GEOMS = [
+    pytest.param("ext4", marks=pytest.mark.mkfs_opts("-O", "ea_inode"),
+                 id="ea-4k"),
+    pytest.param("ext4-1k", marks=pytest.mark.mkfs_opts("-O", "ea_inode"),
+                 id="ea-1k"),
+]
+
+
+def _counts(mnt, want=None, timeout=5.0):
+    """(free blocks, free inodes); with want, wait up to timeout for them
+    (the kernel's FORGET, after which an unlinked inode goes, comes
+    asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f4test.sync_fs(mnt)
+        st = os.statvfs(mnt)
+        got = st.f_bfree, st.f_ffree
+        if want is None or got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_rm_of_file_with_xattrs(fs):
+    """touch d; setfattr -n user.a -v <700 bytes> d; rm d (the crash), and
+    the same with a value in an EA inode, and with both."""
+    bs = sb_blocksize(fs)
+    free0 = _counts(fs.mnt)
+    cases = {"block": [("user.a", pattern(700, 1))],
+             "eainode": [("user.big", pattern(3 * bs + 5, 2))],
+             "both": [("user.a", pattern(700, 3)),
+                      ("user.big", pattern(2 * bs, 4)),
+                      ("trusted.big", pattern(bs + 1, 5))]}
+    for name, attrs in cases.items():
+        p = fs.path(name)
+        write_file(p, b"")
+        for k, v in attrs:
+            os.setxattr(p, k, v)
+        for k, v in attrs:
+            assert os.getxattr(p, k) == v
+        os.unlink(p)
+        assert os.listdir(fs.mnt) == ["lost+found"], name
+        assert _counts(fs.mnt, free0) == free0, (
+            "%s: not everything came back after rm" % name)
+    fs.remount()
+    assert _counts(fs.mnt) == free0
+
+
+def _ea_steps(root, bs):
+    """Set, replace and remove values in EA inodes; after each step, the
+    file's st_blocks and the free counts (relative to the start)."""
+    a = os.path.join(root, "a")
+    b = os.path.join(root, "b")
+    write_file(a, b"")
+    write_file(b, b"")
+    base = _counts(root)
+    out = []
+
+    def note(what, unlinked=False):
+        # first as stat(1) asks (statx for the blocks only: what the
+        # kernel has cached), then in full
+        p = run(["stat", "-c", "%b", a], check=False)
+        blocks = None
+        if p.returncode == 0:
+            blocks = (int(p.stdout), os.stat(a).st_blocks)
+        cnt = _counts(root)
+        if unlinked:
+            # freed at the kernel's FORGET, which comes asynchronously
+            before = out[-1][3]
+            deadline = time.monotonic() + 5
+            while base[1] - cnt[1] >= before and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+                cnt = _counts(root)
+        out.append((what, blocks, base[0] - cnt[0], base[1] - cnt[1]))
+
+    # distinct values: the kernel shares EA inodes holding equal ones
+    os.setxattr(a, "user.big", pattern(3 * bs + 100, 10))
+    note("set big")
+    os.setxattr(a, "user.big2", pattern(2 * bs, 11))
+    note("set big2")
+    os.setxattr(a, "user.big", pattern(5 * bs, 12))
+    note("replace big with bigger")
+    os.setxattr(a, "user.big", pattern(100, 13))
+    note("replace big with small")
+    os.setxattr(a, "user.big", pattern(bs + 1, 14))
+    note("replace small with big")
+    os.setxattr(a, "user.blk", pattern(700, 15))
+    note("set block value")
+    os.removexattr(a, "user.big2")
+    note("remove big2")
+    os.setxattr(b, "user.x", pattern(4 * bs, 16))
+    os.setxattr(b, "user.y", pattern(600, 17))
+    note("set b")
+    os.unlink(b)
+    note("unlink b", unlinked=True)
+    want = {"user.big": pattern(bs + 1, 14), "user.blk": pattern(700, 15)}
+    got = {k: os.getxattr(a, k) for k in os.listxattr(a)}
+    assert got == want
+    os.unlink(a)
+    note("unlink a", unlinked=True)
+    return out
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_values_like_kernel(fs, kernel_ext4):
+    bs = sb_blocksize(fs)
+    got = _ea_steps(fs.mnt, bs)
+    want = _ea_steps(kernel_ext4.mnt, bs)
+    assert got == want, "\n".join(
+        "%-24s fuse4fs %r kernel %r" % (g[0], g[1:], w[1:])
+        for g, w in zip(got, want))
+    # everything given back
+    assert got[-1][2:] == (0, -2), got[-1]
+
+
+def _ea_populate(root, bs):
+    want = {}
+    for i in range(4):
+        p = os.path.join(root, "f%d" % i)
+        write_file(p, b"")
+        want["f%d" % i] = {"user.big": pattern(2 * bs + i, 20 + i),
+                           "user.small": pattern(300 + i, 30 + i)}
+        for k, v in want["f%d" % i].items():
+            os.setxattr(p, k, v)
+    return want
+
+
+def _ea_change(root, bs, want):
+    """Replace, remove and unlink on the other driver's values."""
+    os.setxattr(os.path.join(root, "f0"), "user.big", pattern(3 * bs, 40))
+    want["f0"]["user.big"] = pattern(3 * bs, 40)
+    os.setxattr(os.path.join(root, "f1"), "user.big", pattern(50, 41))
+    want["f1"]["user.big"] = pattern(50, 41)
+    os.removexattr(os.path.join(root, "f2"), "user.big")
+    del want["f2"]["user.big"]
+    os.unlink(os.path.join(root, "f3"))
+    del want["f3"]
+
+
+def _ea_dump(root):
+    return {n: {k: os.getxattr(os.path.join(root, n), k)
+                for k in os.listxattr(os.path.join(root, n))}
+            for n in os.listdir(root) if n != "lost+found"}
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_kernel_and_here(fs_factory, fs_unmounted, variant):
+    """Values written by the kernel, changed and deleted here, and the
+    other way round; e2fsck -fn clean after each driver."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    want = _ea_populate(k.mnt, bs)
+    blocks = {n: os.stat(os.path.join(k.mnt, n)).st_blocks for n in want}
+    k.unmount()
+    k.fsck()
+    fs.mount()
+    assert _ea_dump(fs.mnt) == want
+    assert {n: os.stat(fs.path(n)).st_blocks for n in want} == blocks
+    _ea_change(fs.mnt, bs, want)
+    _ea_populate_more = {"g": pattern(2 * bs + 7, 50)}
+    write_file(fs.path("g"), b"")
+    os.setxattr(fs.path("g"), "user.big", _ea_populate_more["g"])
+    want["g"] = {"user.big": _ea_populate_more["g"]}
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    # the kernel replaces, removes and deletes what fuse4fs wrote
+    os.setxattr(os.path.join(k.mnt, "f0"), "user.big", pattern(4 * bs, 70))
+    want["f0"]["user.big"] = pattern(4 * bs, 70)
+    os.removexattr(os.path.join(k.mnt, "f1"), "user.small")
+    del want["f1"]["user.small"]
+    os.unlink(os.path.join(k.mnt, "g"))
+    del want["g"]
+    assert _ea_dump(k.mnt) == want
+    k.unmount()
+    k.fsck()
+    fs.mount()
+    assert _ea_dump(fs.mnt) == want
+    for n in list(want):
+        os.unlink(fs.path(n))
+    fs.unmount()
+    fs.fsck()
+    out = f4test.debugfs(fs.image, "ls -l /")
+    assert "f0" not in out
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+@pytest.mark.fuse_only
+def test_ea_inode_orphan_recovery(fs_unmounted):
+    """kill -9 of the daemon while a file with values in an EA inode and
+    an xattr block is open and unlinked: the next mount frees it all
+    (the daemon died there before)."""
+    from test_orphans import crash_daemon, hold_after, log_pos, log_since
+    fs = fs_unmounted
+    fs.mount()
+    bs = sb_blocksize(fs)
+    free0 = _counts(fs.mnt)
+
+    def setup():
+        p = fs.path("victim")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, pattern(3 * bs, 60))
+        os.setxattr(p, "user.a", pattern(700, 61))
+        os.setxattr(p, "user.big", pattern(2 * bs + 3, 62))
+        os.unlink(p)
+        os.fsync(fd)
+        fd2 = os.open(fs.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd2)
+        os.close(fd2)
+    pid = hold_after(setup)
+    assert _counts(fs.mnt) != free0
+    crash_daemon(fs, holders=[pid])
+    pos = log_pos(fs)
+    fs.mount()
+    out = log_since(fs, pos)
+    assert re.search(r"orphan cleanup: 1 inode", out), out
+    assert os.listdir(fs.mnt) == ["lost+found"]
+    assert _counts(fs.mnt, free0) == free0
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+def test_ea_inode_in_shared_block(fs_factory, fs_unmounted, variant):
+    """The kernel shares identical xattr blocks, EA-inode references and
+    all (one reference per block).  Changing one sharer copies the block
+    here: the copy must take its own references, or removing a value from
+    one file frees the EA inode the others still name."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    attrs = [("user.fill", pattern(60, 80)), ("user.a", pattern(700, 81)),
+             ("user.big", pattern(bs + 904, 82))]
+    want = {}
+    for n in "pqr":
+        write_file(os.path.join(k.mnt, n), b"")
+        for key, v in attrs:
+            os.setxattr(os.path.join(k.mnt, n), key, v)
+        want[n] = dict(attrs)
+    k.unmount()
+    k.fsck()
+    blocks = {file_acl_block(fs.image, n) for n in "pqr"}
+    assert len(blocks) == 1 and 0 not in blocks, (
+        "the kernel did not share the block: %r" % blocks)
+    fs.mount()
+    os.removexattr(fs.path("p"), "user.big")
+    del want["p"]["user.big"]
+    os.setxattr(fs.path("q"), "user.c", b"1")
+    want["q"]["user.c"] = b"1"
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    k.unmount()
+    fs.mount()
+    os.unlink(fs.path("r"))
+    del want["r"]
+    os.setxattr(fs.path("q"), "user.big", pattern(2 * bs, 83))
+    want["q"]["user.big"] = pattern(2 * bs, 83)
+    assert _ea_dump(fs.mnt) == want
+    fs.unmount()
+    fs.fsck()
+    k.mount()
+    assert _ea_dump(k.mnt) == want
+    for n in list(want):
+        os.unlink(os.path.join(k.mnt, n))
+
+
+@pytest.mark.parametrize("variant", EA_GEOMS)
+@pytest.mark.fuse_only
+def test_ea_inode_kernel_orphan_recovered(fs_factory, fs_unmounted,
+                                          variant):
+    """An orphan written by the kernel (made one with debugfs: no name,
+    no links, on s_last_orphan) that has an xattr block and a value in an
+    EA inode: the mount frees it all."""
+    fs = fs_unmounted
+    bs = sb_blocksize(fs)
+    k = fs_factory(variant, driver="kernel", image=fs.image, name="k")
+    free0 = _counts(k.mnt)
+    p = os.path.join(k.mnt, "victim")
+    write_file(p, pattern(2 * bs, 90))
+    os.setxattr(p, "user.a", pattern(700, 91))
+    os.setxattr(p, "user.big", pattern(3 * bs + 1, 92))
+    ino = os.stat(p).st_ino
+    k.unmount()
+    f4test.debugfs(fs.image, "unlink /victim", "sif <%d> links_count 0" % ino,
+                   "ssv last_orphan %d" % ino, write=True)
+    fs.mount()
+    log = f4test.read_log(fs.log)
+    assert re.search(r"orphan cleanup: 1 inode", log), log
+    assert os.listdir(fs.mnt) == ["lost+found"]
+    assert _counts(fs.mnt) == free0

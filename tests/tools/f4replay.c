@@ -3,7 +3,9 @@
  * f4replay --- replay the journal of an ext3/ext4 image with fuse4fs's
  * journal code, for tests.
  *
- * usage: f4replay [-o io_options] DEVICE
+ * usage: f4replay [-o io_options] [-s fs_bytes] DEVICE
+ * fs_bytes: how far the file system may reach from its start (default:
+ * the device's end, less any offset=N in io_options).
  * exit status: 0 replayed, 1 nothing to do, 2 refused or failed.
  */
 #include <errno.h>
@@ -29,9 +31,23 @@ static void print_log(void *arg, const char *fmt, ...)
 	fflush(stdout);
 }
 
+/* The device's bytes past the offset given in the io options, if any. */
+static unsigned long long default_region(const char *device,
+					 const char *io_options)
+{
+	const char *off = io_options ? strstr(io_options, "offset=") : NULL;
+	unsigned long long offset = off ? strtoull(off + 7, NULL, 0) : 0;
+	blk64_t size = 0;
+
+	if (ext2fs_get_device_size2(device, 1, &size) || size <= offset)
+		return 0;
+	return size - offset;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: f4replay [-o io_options] DEVICE\n");
+	fprintf(stderr, "usage: f4replay [-o io_options] [-s fs_bytes] "
+		"DEVICE\n");
 	exit(2);
 }
 
@@ -42,17 +58,24 @@ int main(int argc, char **argv)
 	char why[512] = "";
 	ext2_filsys fs;
 	errcode_t err;
-	int opt, ret;
+	unsigned long long fs_bytes = 0;
+	int opt, ret, have_size = 0;
 
-	while ((opt = getopt(argc, argv, "o:")) != -1) {
-		if (opt == 'o')
+	while ((opt = getopt(argc, argv, "o:s:")) != -1) {
+		if (opt == 'o') {
 			io_options = optarg;
-		else
+		} else if (opt == 's') {
+			fs_bytes = strtoull(optarg, NULL, 0);
+			have_size = 1;
+		} else {
 			usage();
+		}
 	}
 	if (optind != argc - 1)
 		usage();
 	device = argv[optind];
+	if (!have_size)
+		fs_bytes = default_region(device, io_options);
 	add_error_table(&et_ext2_error_table);
 
 	err = ext2fs_open2(device, io_options,
@@ -63,7 +86,7 @@ int main(int argc, char **argv)
 			error_message(err));
 		return 2;
 	}
-	ret = f4_journal_check(fs, why, sizeof(why));
+	ret = f4_journal_check(fs, fs_bytes, why, sizeof(why));
 	ext2fs_close_free(&fs);
 	if (ret == 0) {
 		printf("no recovery needed\n");
@@ -75,8 +98,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	ret = f4_journal_recover(device, io_options, &rep, print_log, NULL,
-				 why, sizeof(why));
+	ret = f4_journal_recover(device, io_options, fs_bytes, &rep,
+				 print_log, NULL, why, sizeof(why));
 	if (ret < 0) {
 		fprintf(stderr, "f4replay: %s: %s (%s)\n", device, why,
 			strerror(-ret));
