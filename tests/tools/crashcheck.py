@@ -12,7 +12,9 @@ Recording
   base.  The daemon runs with LD_PRELOAD=f4wlog.so and F4_WLOG_IMAGE set to
   the image path; the shim logs, in the order they ran, the daemon's
   pwrite/write/pwritev, ftruncate, fallocate punch/zero-range, BLKDISCARD /
-  BLKZEROOUT, and its fsync/fdatasync/syncfs/BLKFLSBUF (see f4wlog.c).
+  BLKZEROOUT, and its fsync/fdatasync/syncfs/sync, the calls that flush
+  the device's write cache (sync_file_range and BLKFLSBUF do not, and are
+  no flush here; see f4wlog.c).
   Root mounts are fuseblk, with a loop device attached to the image: that
   loop device is only the kernel's handle for the mount (fuseblk needs a
   block device; umount waits for the daemon through it).  The kernel sends

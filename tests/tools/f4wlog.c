@@ -4,9 +4,11 @@
  * An LD_PRELOAD shim for crash-state testing (tests/tools/crashcheck.py).
  * Every call that changes the image (pwrite, write, their vector forms,
  * ftruncate, fallocate, the BLKDISCARD/BLKZEROOUT ioctls) and every call
- * that makes earlier writes durable (fsync, fdatasync, sync_file_range
- * with SYNC_FILE_RANGE_WAIT_AFTER, syncfs, sync, BLKFLSBUF) is appended to
- * a log file, in the order the calls took effect, with the data written.
+ * that makes earlier writes durable (fsync, fdatasync, syncfs, sync) is
+ * appended to a log file, in the order the calls took effect, with the
+ * data written.  sync_file_range and BLKFLSBUF are not flushes: they
+ * write the page cache back but do not flush the device's write cache,
+ * so a journal must not count on them, and the log does not either.
  * From the image as it was before the run and this log, any state a disk
  * could be left in by a power cut can be rebuilt.
  *
@@ -62,8 +64,7 @@ enum f4w_type {
 };
 
 enum f4w_how {
-	HOW_FSYNC = 1, HOW_FDATASYNC, HOW_SYNC_FILE_RANGE, HOW_SYNCFS,
-	HOW_SYNC, HOW_BLKFLSBUF,
+	HOW_FSYNC = 1, HOW_FDATASYNC, HOW_SYNCFS, HOW_SYNC,
 };
 
 struct f4w_rec {
@@ -85,7 +86,7 @@ static uint64_t seq;
 #define REAL(name) static __typeof__(name) *real_##name
 REAL(pwrite); REAL(pwrite64); REAL(pwritev); REAL(pwritev2);
 REAL(write); REAL(writev); REAL(fsync); REAL(fdatasync);
-REAL(sync_file_range); REAL(syncfs); REAL(sync); REAL(ftruncate);
+REAL(syncfs); REAL(sync); REAL(ftruncate);
 REAL(ftruncate64); REAL(fallocate); REAL(fallocate64);
 static int (*real_ioctl)(int, unsigned long, ...);
 
@@ -126,7 +127,7 @@ static void f4w_init(void)
 #define GET(name) real_##name = sym(#name)
 	GET(pwrite); GET(pwrite64); GET(pwritev); GET(pwritev2);
 	GET(write); GET(writev); GET(fsync); GET(fdatasync);
-	GET(sync_file_range); GET(syncfs); GET(sync); GET(ftruncate);
+	GET(syncfs); GET(sync); GET(ftruncate);
 	GET(ftruncate64); GET(fallocate); GET(fallocate64);
 	real_ioctl = sym("ioctl");
 #undef GET
@@ -290,18 +291,6 @@ int fdatasync(int fd)
 	FLUSH_CALL(HOW_FDATASYNC, real_fdatasync(fd));
 }
 
-/*
- * sync_file_range is not a durability barrier for the device cache; we
- * count it as a flush only with WAIT_AFTER, and it should not be relied
- * on by a journal anyway.  Without WAIT_AFTER it changes nothing here.
- */
-int sync_file_range(int fd, off64_t off, off64_t n, unsigned int flags)
-{
-	if (!is_image(fd) || !(flags & SYNC_FILE_RANGE_WAIT_AFTER))
-		return real_sync_file_range(fd, off, n, flags);
-	FLUSH_CALL(HOW_SYNC_FILE_RANGE, real_sync_file_range(fd, off, n, flags));
-}
-
 int syncfs(int fd)
 {
 	if (!is_image(fd))
@@ -392,15 +381,13 @@ int ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
-	if ((req != BLKDISCARD && req != BLKZEROOUT && req != BLKFLSBUF &&
+	if ((req != BLKDISCARD && req != BLKZEROOUT &&
 	     req != BLKSECDISCARD) || !is_image(fd))
 		return real_ioctl(fd, req, arg);
 	pthread_mutex_lock(&lock);
 	ret = real_ioctl(fd, req, arg);
 	range = arg;
-	if (ret == 0 && req == BLKFLSBUF)
-		log_rec(F4W_FLUSH, HOW_BLKFLSBUF, 0, 0, NULL, 0);
-	else if (ret == 0 && req == BLKZEROOUT)
+	if (ret == 0 && req == BLKZEROOUT)
 		log_rec(F4W_ZERO, 0, range[0], range[1], NULL, 0);
 	else if (ret == 0)
 		log_rec(F4W_DISCARD, 0, range[0], range[1], NULL, 0);
