@@ -31,9 +31,14 @@
  * Log format (little endian): the 8-byte magic "F4WLOG01", then records of
  * a 32-byte header { u32 type; u32 how; u64 seq; u64 off; u64 len }
  * followed, for F4W_WRITE only, by len bytes of data.  seq counts records
- * from 0.  The log's size at any moment is a position in the log: a
- * program that reads it after its fsync returned knows that everything
- * logged before that position had been handed to the daemon's flushes.
+ * from 0.  The log's size at any moment is a position in the log: when a
+ * program reads it after its fsync on the mount returned, the flush that
+ * made its data durable (if the daemon did its job) is logged before that
+ * position.
+ *
+ * Not seen: asynchronous I/O (io_submit, io_uring) and writes through
+ * shared mappings.  fuse4fs uses neither; if it ever does, crashcheck.py's
+ * check that the log accounts for the final image fails.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
