@@ -157,3 +157,60 @@ def test_checker_passes_kernel_crash(flags, shim, crashdir):
     res = crashcheck.check_state(img, os.path.join(crashdir, "scratch"),
                                  [], 0)
     assert res["recovery"] and res["problems"] == [], res["problems"]
+
+
+_SHIM_CLIENT = r"""
+import ctypes, os, sys
+img = sys.argv[1]
+fd = os.open(img, os.O_RDWR)
+other = os.open(sys.argv[2], os.O_RDWR)
+os.pwrite(fd, b"A" * 10, 4096)
+os.pwrite(other, b"not the image", 0)   # another file: not logged
+os.lseek(fd, 8192, os.SEEK_SET)
+os.write(fd, b"BB")
+os.writev(fd, [b"C", b"DD"])            # lands at 8194
+os.fdatasync(fd)
+os.pwritev(fd, [b"E" * 3, b"F"], 100)
+os.pwritev(fd, [b"G"], 200, os.RWF_DSYNC)   # a write and a flush
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long,
+                           ctypes.c_long]
+assert libc.fallocate(fd, 3, 12288, 4096) == 0   # PUNCH_HOLE|KEEP_SIZE
+os.fsync(fd)
+os.ftruncate(fd, 1 << 20)
+fd2 = os.open(img, os.O_RDWR | os.O_DSYNC)      # another name, O_DSYNC
+os.pwrite(fd2, b"H", 300)
+"""
+
+
+def test_recorder_logs_every_call(shim, crashdir):
+    """The shim logs each kind of call on the image, in order, with its
+    data and offset, only on the image, and the log rebuilds the file."""
+    img = os.path.join(crashdir, "img")
+    other = os.path.join(crashdir, "other")
+    for f in (img, other):
+        with open(f, "wb") as fh:
+            fh.write(os.urandom(64 << 10))
+    base = img + ".base"
+    shutil.copyfile(img, base)
+    wlog = os.path.join(crashdir, "wlog")
+    env = dict(os.environ, LD_PRELOAD=shim, F4_WLOG_IMAGE=img, F4_WLOG=wlog)
+    subprocess.run([sys.executable, "-c", _SHIM_CLIENT,
+                    os.path.relpath(img), other], env=env, check=True,
+                   cwd=os.path.dirname(img))
+    mm, ops = crashcheck.parse_log(wlog)
+    got = [(o.type, o.off, o.len, bytes(mm[o.data:o.data + o.len])
+            if o.data else b"") for o in ops]
+    W, F, T, D = (crashcheck.W_WRITE, crashcheck.W_FLUSH,
+                  crashcheck.W_TRUNCATE, crashcheck.W_DISCARD)
+    assert got == [(W, 4096, 10, b"A" * 10), (W, 8192, 2, b"BB"),
+                   (W, 8194, 3, b"CDD"), (F, 0, 0, b""),
+                   (W, 100, 4, b"EEEF"), (W, 200, 1, b"G"), (F, 0, 0, b""),
+                   (D, 12288, 4096, b""), (F, 0, 0, b""),
+                   (T, 1 << 20, 0, b""), (W, 300, 1, b"H"), (F, 0, 0, b"")]
+    fd = os.open(base, os.O_RDWR)
+    for o in ops:
+        crashcheck.apply_op(fd, mm, o)
+    os.close(fd)
+    with open(base, "rb") as a, open(img, "rb") as b:
+        assert a.read() == b.read()

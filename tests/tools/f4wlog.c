@@ -6,9 +6,11 @@
  * ftruncate, fallocate, the BLKDISCARD/BLKZEROOUT ioctls) and every call
  * that makes earlier writes durable (fsync, fdatasync, syncfs, sync) is
  * appended to a log file, in the order the calls took effect, with the
- * data written.  sync_file_range and BLKFLSBUF are not flushes: they
- * write the page cache back but do not flush the device's write cache,
- * so a journal must not count on them, and the log does not either.
+ * data written; a write on an O_SYNC/O_DSYNC descriptor or with
+ * RWF_SYNC/RWF_DSYNC is a write and a flush.  sync_file_range and
+ * BLKFLSBUF are not flushes: they write the page cache back but do not
+ * flush the device's write cache, so a journal must not count on them,
+ * and the log does not either.
  * From the image as it was before the run and this log, any state a disk
  * could be left in by a power cut can be rebuilt.
  *
@@ -69,7 +71,7 @@ enum f4w_type {
 };
 
 enum f4w_how {
-	HOW_FSYNC = 1, HOW_FDATASYNC, HOW_SYNCFS, HOW_SYNC,
+	HOW_FSYNC = 1, HOW_FDATASYNC, HOW_SYNCFS, HOW_SYNC, HOW_SYNC_WRITE,
 };
 
 struct f4w_rec {
@@ -194,22 +196,42 @@ static void log_rec(uint32_t type, uint32_t how, uint64_t off, uint64_t len,
 	free(buf);
 }
 
-static ssize_t logged_pwritev(int fd, const struct iovec *iov, int iovcnt,
-			      off_t off, int positional, int flags)
+enum wmode { W_WRITEV, W_PWRITEV, W_PWRITEV2 };
+
+/*
+ * A write that is durable when it returns (O_SYNC/O_DSYNC descriptor,
+ * RWF_SYNC/RWF_DSYNC) ends in a flush of the device's cache on Linux,
+ * which makes every earlier write durable too: log a flush after it.
+ */
+static int write_is_sync(int fd, int flags)
 {
+	int fl = fcntl(fd, F_GETFL);
+
+	if (flags & (RWF_SYNC | RWF_DSYNC))
+		return 1;
+	return fl >= 0 && (fl & (O_SYNC | O_DSYNC));
+}
+
+static ssize_t logged_pwritev(int fd, const struct iovec *iov, int iovcnt,
+			      off_t off, enum wmode mode, int flags)
+{
+	off_t at = off;
 	ssize_t n;
 
 	pthread_mutex_lock(&lock);
-	if (!positional)
-		off = lseek(fd, 0, SEEK_CUR);
-	if (positional == 2)
+	if (mode == W_WRITEV || off == -1)
+		at = lseek(fd, 0, SEEK_CUR);	/* where it will land */
+	if (mode == W_PWRITEV2)
 		n = real_pwritev2(fd, iov, iovcnt, off, flags);
-	else if (positional)
+	else if (mode == W_PWRITEV)
 		n = real_pwritev(fd, iov, iovcnt, off);
 	else
 		n = real_writev(fd, iov, iovcnt);
-	if (n > 0 && off >= 0)
-		log_rec(F4W_WRITE, 0, off, n, iov, iovcnt);
+	if (n > 0 && at >= 0) {
+		log_rec(F4W_WRITE, 0, at, n, iov, iovcnt);
+		if (write_is_sync(fd, flags))
+			log_rec(F4W_FLUSH, HOW_SYNC_WRITE, 0, 0, NULL, 0);
+	}
 	pthread_mutex_unlock(&lock);
 	return n;
 }
@@ -220,7 +242,7 @@ ssize_t pwrite(int fd, const void *buf, size_t count, off_t off)
 
 	if (!is_image(fd))
 		return real_pwrite(fd, buf, count, off);
-	return logged_pwritev(fd, &v, 1, off, 1, 0);
+	return logged_pwritev(fd, &v, 1, off, W_PWRITEV, 0);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t count, off_t off)
@@ -229,7 +251,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off_t off)
 
 	if (!is_image(fd))
 		return real_pwrite64(fd, buf, count, off);
-	return logged_pwritev(fd, &v, 1, off, 1, 0);
+	return logged_pwritev(fd, &v, 1, off, W_PWRITEV, 0);
 }
 
 ssize_t write(int fd, const void *buf, size_t count)
@@ -238,21 +260,21 @@ ssize_t write(int fd, const void *buf, size_t count)
 
 	if (!is_image(fd))
 		return real_write(fd, buf, count);
-	return logged_pwritev(fd, &v, 1, 0, 0, 0);
+	return logged_pwritev(fd, &v, 1, 0, W_WRITEV, 0);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
 {
 	if (!is_image(fd))
 		return real_writev(fd, iov, iovcnt);
-	return logged_pwritev(fd, iov, iovcnt, 0, 0, 0);
+	return logged_pwritev(fd, iov, iovcnt, 0, W_WRITEV, 0);
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
 {
 	if (!is_image(fd))
 		return real_pwritev(fd, iov, iovcnt, off);
-	return logged_pwritev(fd, iov, iovcnt, off, 1, 0);
+	return logged_pwritev(fd, iov, iovcnt, off, W_PWRITEV, 0);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int iovcnt, off_t off)
@@ -264,7 +286,7 @@ ssize_t pwritev2(int fd, const struct iovec *iov, int iovcnt, off_t off,
 	if (!is_image(fd))
 		return real_pwritev2(fd, iov, iovcnt, off, flags);
 	/* off == -1 means "the current offset" for pwritev2 */
-	return logged_pwritev(fd, iov, iovcnt, off, off == -1 ? 0 : 2, flags);
+	return logged_pwritev(fd, iov, iovcnt, off, W_PWRITEV2, flags);
 }
 
 ssize_t pwritev64v2(int fd, const struct iovec *iov, int iovcnt, off_t off,
