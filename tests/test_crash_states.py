@@ -23,8 +23,9 @@ journal.  On builds without it (main at cd7e0df and at 9cac4a3), each
 of the seven variant tests failed, with 23 to 41 of its 60 states
 inconsistent (216, 227 and 229 of 420 in three runs) and no fsync'ed
 record lost.  The controls pass with or without the journal:
-test_checker_can_fail (states no disk may produce must fail the checks)
-and test_checker_passes_kernel_crash (a kernel ext4 crash must pass).
+test_checker_can_fail (states no disk may produce must fail the checks),
+test_checker_passes_kernel_crash (a kernel ext4 crash must pass) and
+test_recorder_logs_every_call (the shim on its own).
 """
 
 import os
