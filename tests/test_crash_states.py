@@ -20,8 +20,8 @@ These tests fail on a build that writes metadata in place without the
 journal (every fuse4fs before issue 14's journaled writes): that is what
 they are for.  They pass once every metadata write goes through the
 journal.  On builds without it (main at cd7e0df and at 9cac4a3), each
-of the seven variant tests failed, with 23 to 41 of its 60 states
-inconsistent (216, 227 and 229 of 420 in three runs) and no fsync'ed
+of the seven variant tests failed, with 20 to 41 of its 60 states
+inconsistent (216, 227, 229 and 237 of 420 in four runs) and no fsync'ed
 record lost.  The controls pass with or without the journal:
 test_checker_can_fail (states no disk may produce must fail the checks),
 test_checker_passes_kernel_crash (a kernel ext4 crash must pass) and
