@@ -134,6 +134,7 @@ int f4_open(struct f4fs *f, struct f4_cred *cred, ext2_ino_t ino, int flags,
 	/* Contents of an encrypted file need the key, which fuse4fs lacks */
 	if (LINUX_S_ISREG(inode.i_mode) && f4_is_encrypted(&inode))
 		return -ENOKEY;
+	/* (the kernel truncates with a SETATTR: see op_init) */
 	if ((flags & O_TRUNC) && LINUX_S_ISREG(inode.i_mode)) {
 		struct stat attr = { .st_size = 0 };
 

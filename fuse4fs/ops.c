@@ -208,9 +208,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * HANDLE_KILLPRIV: fuse4fs drops setuid/setgid itself on write,
 	 * truncate and chown, with ext4's rules, instead of the kernel
 	 * sending a chmod on the writer's behalf.
+	 *
+	 * No ATOMIC_O_TRUNC: an open(O_TRUNC) by another user drops those
+	 * bits too, but an open's reply carries no attributes, and the
+	 * kernel goes on judging with the mode it cached (a hard link to a
+	 * setgid program is refused, for one).  Truncated by a SETATTR
+	 * after the open, the new mode comes back in the reply.
 	 */
-	conn->want |= conn->capable & (FUSE_CAP_ATOMIC_O_TRUNC |
-				       FUSE_CAP_HANDLE_KILLPRIV |
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want |= conn->capable & (FUSE_CAP_HANDLE_KILLPRIV |
 				       FUSE_CAP_EXPORT_SUPPORT |
 				       FUSE_CAP_IOCTL_DIR |
 				       FUSE_CAP_CACHE_SYMLINKS);

@@ -419,3 +419,32 @@ def test_sysfs_write_error():
     rc, out = _run_session("-", "sysfs-write", "/dev/full")
     assert rc == 0, out
     assert "No space left on device" in out, out
+
+
+# ---------------------------------------------------------------------------
+# open(O_TRUNC) by another user drops setuid and group-executable setgid.
+# Truncating inside the OPEN request (atomic O_TRUNC) left the kernel with
+# the old mode, since an open's reply carries no attributes, and the next
+# hard link by a third user was refused as a link to a setgid program
+# (fs.protected_hardlinks).  Found by tests/tools/difffuzz.py, seed 3.
+
+def _trunc_then_link(root, mode):
+    prog, link = os.path.join(root, "t/prog"), os.path.join(root, "d/prog")
+    os.mkdir(os.path.join(root, "t"))
+    os.mkdir(os.path.join(root, "d"))
+    os.chmod(os.path.join(root, "d"), 0o777)
+    write_file(prog, b"#!/bin/sh\n")
+    os.chmod(prog, mode)
+    fd = f4test.run_as(1004, 1004, os.open, prog, os.O_RDONLY | os.O_TRUNC)
+    assert isinstance(fd, int)
+    got = f4test.errno_as(1001, 1001, os.link, prog, link)
+    return got, oct(os.stat(prog).st_mode & 0o7777), os.stat(prog).st_size
+
+
+@pytest.mark.parametrize("mode", [0o2777, 0o4777, 0o6777, 0o2767])
+@pytest.mark.mount_opts("allow_other")
+def test_open_trunc_drops_setid_in_kernel_cache(fs, kernel_ext4, mode):
+    with open("/proc/sys/fs/protected_hardlinks") as f:
+        assert f.read().strip() == "1", "the test needs protected_hardlinks"
+    assert _trunc_then_link(fs.mnt, mode) == \
+        _trunc_then_link(kernel_ext4.mnt, mode)
