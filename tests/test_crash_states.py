@@ -197,7 +197,7 @@ def test_recorder_logs_every_call(shim, crashdir):
     wlog = os.path.join(crashdir, "wlog")
     env = dict(os.environ, LD_PRELOAD=shim, F4_WLOG_IMAGE=img, F4_WLOG=wlog)
     subprocess.run([sys.executable, "-c", _SHIM_CLIENT,
-                    os.path.relpath(img), other], env=env, check=True,
+                    os.path.basename(img), other], env=env, check=True,
                    cwd=os.path.dirname(img))
     mm, ops = crashcheck.parse_log(wlog)
     got = [(o.type, o.off, o.len, bytes(mm[o.data:o.data + o.len])
