@@ -422,6 +422,8 @@ int f4_inode_has_extra(struct f4fs *f, const struct ext2_inode_large *inode,
 
 /* perm.c */
 int f4_in_group(struct f4_cred *cred, gid_t gid);
+int f4_group_search(int (*list)(void *arg, int size, gid_t *groups),
+		    void *arg, gid_t gid);
 int f4_group_member(struct f4_cred *cred, gid_t gid);
 int f4_check_perm(struct f4fs *f, struct f4_cred *cred,
 		  const struct ext2_inode_large *inode, ext2_ino_t ino,

@@ -62,23 +62,15 @@ static int get_groups(struct f4_cred *cred)
 	return 0;
 }
 
+static int req_group_list(void *req, int size, gid_t *list)
+{
+	return fuse_req_getgroups(req, size, list);
+}
+
 /* For a caller with more groups than fit in the cred: read them all. */
 static int find_group(struct f4_cred *cred, gid_t gid)
 {
-	int size = fuse_req_getgroups(cred->req, 0, NULL), n, i, found = 0;
-	gid_t *list;
-
-	if (size < 0)
-		return size;
-	size += 16;			/* room for groups added meanwhile */
-	list = calloc(size, sizeof(*list));
-	if (!list)
-		return -ENOMEM;
-	n = fuse_req_getgroups(cred->req, size, list);
-	for (i = 0; i < n && i < size && !found; i++)
-		found = list[i] == gid;
-	free(list);
-	return n < 0 ? n : found;
+	return f4_group_search(req_group_list, cred->req, gid);
 }
 
 void f4_cred_of(fuse_req_t req, struct f4_cred *cred)

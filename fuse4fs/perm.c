@@ -11,6 +11,8 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
+
 #include "fuse4fs.h"
 
 int f4_self_checks(struct f4fs *f)
@@ -27,6 +29,30 @@ int f4_is_owner(struct f4fs *f, const struct f4_cred *cred,
 		const struct ext2_inode_large *inode)
 {
 	return f->opts->fakeroot || cred->uid == inode_uid(*inode);
+}
+
+/*
+ * Is gid among all of a caller's supplementary groups?  list(arg, size,
+ * groups) says how many there are and fills in at most size of them.
+ * 1: yes, 0: no, or -errno.
+ */
+int f4_group_search(int (*list)(void *arg, int size, gid_t *groups),
+		    void *arg, gid_t gid)
+{
+	int size = list(arg, 0, NULL), n, i, found = 0;
+	gid_t *groups;
+
+	if (size < 0)
+		return size;
+	size += 16;			/* room for groups added meanwhile */
+	groups = calloc(size, sizeof(*groups));
+	if (!groups)
+		return -ENOMEM;
+	n = list(arg, size, groups);
+	for (i = 0; i < n && i < size && !found; i++)
+		found = groups[i] == gid;
+	free(groups);
+	return n < 0 ? n : found;
 }
 
 /*

@@ -807,6 +807,27 @@ static int check_owner(struct f4fs *f, uint32_t uid, uint32_t gid,
 	return 0;
 }
 
+/* The records of the inode's owners, one per quota type (NULL: none). */
+static int owner_dqs(struct f4fs *f, const struct ext2_inode_large *inode,
+		     struct dq *dqs[F4_MAXQUOTAS])
+{
+	struct qfile *qf;
+	int t;
+
+	for (t = 0; t < F4_MAXQUOTAS; t++) {
+		qf = &f->quota->q[t];
+		dqs[t] = NULL;
+		if (!qf->ino)
+			continue;
+		dqs[t] = get_dq(f, qf, inode_id(t, inode_uid(*inode),
+						inode_gid(*inode),
+						f4_inode_projid(f, inode)));
+		if (!dqs[t])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /*
  * How many of *len new blocks may the inode's owners have?  Cuts *len
  * down to what fits, or returns -EDQUOT when not one block does.
@@ -815,21 +836,18 @@ int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
 			  const struct ext2_inode_large *inode, blk64_t *len)
 {
 	uint64_t room = UINT64_MAX, r;
-	struct qfile *qf;
-	struct dq *dq;
-	int t;
+	struct dq *dqs[F4_MAXQUOTAS], *dq;
+	int t, ret;
 
 	if (!f->quota || exempt(f, cred))
 		return 0;
+	ret = owner_dqs(f, inode, dqs);
+	if (ret)
+		return ret;
 	for (t = 0; t < F4_MAXQUOTAS; t++) {
-		qf = &f->quota->q[t];
-		if (!qf->ino)
-			continue;
-		dq = get_dq(f, qf, inode_id(t, inode_uid(*inode),
-					    inode_gid(*inode),
-					    f4_inode_projid(f, inode)));
+		dq = dqs[t];
 		if (!dq)
-			return -ENOMEM;
+			continue;
 		r = space_room(dq);
 		if (r < room)
 			room = r;
@@ -846,21 +864,18 @@ int f4_quota_clamp_blocks(struct f4fs *f, struct f4_cred *cred,
 int f4_quota_over(struct f4fs *f, struct f4_cred *cred,
 		  const struct ext2_inode_large *inode)
 {
-	struct qfile *qf;
-	struct dq *dq;
-	int t;
+	struct dq *dqs[F4_MAXQUOTAS], *dq;
+	int t, ret;
 
 	if (!f->quota || exempt(f, cred))
 		return 0;
+	ret = owner_dqs(f, inode, dqs);
+	if (ret)
+		return ret;
 	for (t = 0; t < F4_MAXQUOTAS; t++) {
-		qf = &f->quota->q[t];
-		if (!qf->ino)
-			continue;
-		dq = get_dq(f, qf, inode_id(t, inode_uid(*inode),
-					    inode_gid(*inode),
-					    f4_inode_projid(f, inode)));
+		dq = dqs[t];
 		if (!dq)
-			return -ENOMEM;
+			continue;
 		if ((dq->bhard && dq->space > dq->bhard) ||
 		    (dq->bsoft && dq->space > dq->bsoft && dq->btime &&
 		     time(NULL) >= dq->btime))
@@ -886,21 +901,18 @@ int f4_quota_exceeded(struct f4fs *f, struct f4_cred *cred,
 		      uint64_t inodes)
 {
 	time_t now = time(NULL);
-	struct qfile *qf;
-	struct dq *dq;
-	int t;
+	struct dq *dqs[F4_MAXQUOTAS], *dq;
+	int t, ret;
 
 	if (!f->quota || exempt(f, cred))
 		return 0;
+	ret = owner_dqs(f, inode, dqs);
+	if (ret)
+		return ret;
 	for (t = 0; t < F4_MAXQUOTAS; t++) {
-		qf = &f->quota->q[t];
-		if (!qf->ino)
-			continue;
-		dq = get_dq(f, qf, inode_id(t, inode_uid(*inode),
-					    inode_gid(*inode),
-					    f4_inode_projid(f, inode)));
+		dq = dqs[t];
 		if (!dq)
-			return -ENOMEM;
+			continue;
 		if ((dq->bhard && dq->space + space > dq->bhard) ||
 		    (dq->ihard && dq->inodes + inodes > dq->ihard) ||
 		    (dq->bsoft && dq->space + space > dq->bsoft &&

@@ -138,22 +138,15 @@ static int proc_groups(struct f4_cred *cred)
 	return 0;
 }
 
+static int pid_group_list(void *pid, int size, gid_t *list)
+{
+	return proc_group_list((pid_t)(uintptr_t)pid, list, size);
+}
+
 static int proc_find_group(struct f4_cred *cred, gid_t gid)
 {
-	int size = proc_group_list(cred->pid, NULL, 0), n, i, found = 0;
-	gid_t *list;
-
-	if (size < 0)
-		return size;
-	size += 16;			/* room for groups added meanwhile */
-	list = calloc(size, sizeof(*list));
-	if (!list)
-		return -ENOMEM;
-	n = proc_group_list(cred->pid, list, size);
-	for (i = 0; i < n && i < size && !found; i++)
-		found = list[i] == gid;
-	free(list);
-	return n < 0 ? n : found;
+	return f4_group_search(pid_group_list, (void *)(uintptr_t)cred->pid,
+			       gid);
 }
 
 static void fill_attr(const struct stat *st, struct fuse_attr *a)

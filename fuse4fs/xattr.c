@@ -309,6 +309,31 @@ static int walk_block_refs(struct f4fs *f, ext2_ino_t ino, const char *buf,
 	return walk_ea_refs(f, ino, buf + hlen, f->blocksize - hlen, fn, arg);
 }
 
+/* The same for the entries of the inode's xattr block, if it has one. */
+static int walk_xblock_refs(struct f4fs *f, ext2_ino_t ino,
+			    const struct ext2_inode_large *inode, ea_ref_fn fn,
+			    void *arg)
+{
+	blk64_t blk;
+	errcode_t err;
+	char *buf;
+	int ret;
+
+	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)inode);
+	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
+		return 0;
+	buf = malloc(f->blocksize);
+	if (!buf)
+		return -ENOMEM;
+	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
+	if (err)
+		ret = f4_fs_error(f, ino, err, "reading xattr block");
+	else
+		ret = walk_block_refs(f, ino, buf, fn, arg);
+	free(buf);
+	return ret;
+}
+
 /* What an inode's EA-inode values cost it: blocks and references. */
 struct ea_tally {
 	blk64_t blocks;			/* clusters added to its i_blocks */
@@ -337,9 +362,6 @@ static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino,
 			   struct ea_tally *t)
 {
 	struct ext2_inode_large inode;
-	blk64_t blk;
-	errcode_t err;
-	char *buf;
 	int ret;
 
 	t->blocks = 0;
@@ -353,19 +375,7 @@ static int ea_inode_charge(struct f4fs *f, ext2_ino_t ino,
 		return ret;
 	if (inode.i_flags & EXT4_EA_INODE_FL)
 		return 0;
-	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
-	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
-		return 0;
-	buf = malloc(f->blocksize);
-	if (!buf)
-		return -ENOMEM;
-	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
-	if (err)
-		ret = f4_fs_error(f, ino, err, "reading xattr block");
-	else
-		ret = walk_block_refs(f, ino, buf, add_charge, t);
-	free(buf);
-	return ret;
+	return walk_xblock_refs(f, ino, &inode, add_charge, t);
 }
 
 /* How many EA-inode values the inode names (quota.c charges them). */
@@ -446,9 +456,6 @@ static int ea_inode_adopt(struct f4fs *f, ext2_ino_t owner,
 static int ea_inodes_adopt(struct f4fs *f, ext2_ino_t ino)
 {
 	struct ext2_inode_large inode;
-	blk64_t blk;
-	errcode_t err;
-	char *buf;
 	int ret;
 
 	if (!ext2fs_has_feature_ea_inode(f->fs->super))
@@ -458,19 +465,7 @@ static int ea_inodes_adopt(struct f4fs *f, ext2_ino_t ino)
 		ret = walk_ibody_refs(f, ino, ea_inode_adopt, &inode);
 	if (ret)
 		return ret;
-	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
-	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
-		return 0;
-	buf = malloc(f->blocksize);
-	if (!buf)
-		return -ENOMEM;
-	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
-	if (err)
-		ret = f4_fs_error(f, ino, err, "reading xattr block");
-	else
-		ret = walk_block_refs(f, ino, buf, ea_inode_adopt, &inode);
-	free(buf);
-	return ret;
+	return walk_xblock_refs(f, ino, &inode, ea_inode_adopt, &inode);
 }
 
 /*
@@ -673,9 +668,6 @@ static int probe_entry(struct f4fs *f, ext2_ino_t ino,
 static int ea_probe(struct f4fs *f, ext2_ino_t ino, struct ea_probe *p)
 {
 	struct ext2_inode_large inode;
-	blk64_t blk;
-	errcode_t err;
-	char *buf;
 	int ret;
 
 	p->size = 0;
@@ -684,19 +676,7 @@ static int ea_probe(struct f4fs *f, ext2_ino_t ino, struct ea_probe *p)
 		ret = f4_read_inode(f, ino, &inode);
 	if (ret || p->size)
 		return ret;
-	blk = ext2fs_file_acl_block(f->fs, (struct ext2_inode *)&inode);
-	if (!blk || f4_valid_data_blocks(f, ino, blk, 1))
-		return 0;
-	buf = malloc(f->blocksize);
-	if (!buf)
-		return -ENOMEM;
-	err = ext2fs_read_ext_attr3(f->fs, blk, buf, ino);
-	if (err)
-		ret = f4_fs_error(f, ino, err, "reading xattr block");
-	else
-		ret = walk_block_refs(f, ino, buf, probe_entry, p);
-	free(buf);
-	return ret;
+	return walk_xblock_refs(f, ino, &inode, probe_entry, p);
 }
 
 /*

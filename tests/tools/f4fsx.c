@@ -2066,8 +2066,11 @@ static void set_weights(const char *arg)
 	free(list);
 }
 
-/* -U op[,op..]: fallocate modes that must fail with EOPNOTSUPP. */
-static void unsupported_ops(const char *arg)
+/*
+ * A comma-separated list of op names, for option opt: mark each in set.
+ * fallocate_only: the ops must be fallocate modes.
+ */
+static void mark_ops(const char *arg, char opt, int *set, int fallocate_only)
 {
 	char *list = strdup(arg), *tok, *save = NULL;
 	int t;
@@ -2077,29 +2080,24 @@ static void unsupported_ops(const char *arg)
 	for (tok = strtok_r(list, ",", &save); tok;
 	     tok = strtok_r(NULL, ",", &save)) {
 		t = op_by_name(tok);
-		if (t < 0 || optab[t].fmode < 0)
-			die("-U: '%s' is not a fallocate op", tok);
-		cfg.unsupported[t] = 1;
+		if (t < 0 || (fallocate_only && optab[t].fmode < 0))
+			die("-%c: '%s' is not a%s op", opt, tok,
+			    fallocate_only ? " fallocate" : "n");
+		set[t] = 1;
 	}
 	free(list);
+}
+
+/* -U op[,op..]: fallocate modes that must fail with EOPNOTSUPP. */
+static void unsupported_ops(const char *arg)
+{
+	mark_ops(arg, 'U', cfg.unsupported, 1);
 	cfg.unsupported_arg = arg;
 }
 
 static void disable_ops(const char *arg)
 {
-	char *list = strdup(arg), *tok, *save = NULL;
-	int t;
-
-	if (!list)
-		die("out of memory");
-	for (tok = strtok_r(list, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		t = op_by_name(tok);
-		if (t < 0)
-			die("-x: unknown op '%s'", tok);
-		cfg.disabled[t] = 1;
-	}
-	free(list);
+	mark_ops(arg, 'x', cfg.disabled, 0);
 }
 
 enum {
