@@ -753,37 +753,35 @@ static int exempt(struct f4fs *f, struct f4_cred *cred)
 	return f4_capable(f, cred);
 }
 
-/* Bytes id may still take before a limit bites; UINT64_MAX: no limit. */
+/*
+ * How much more of something (bytes or inodes) an owner using used may
+ * take before a limit bites: the hard limit, or the soft one once its
+ * grace time (since) has run out.  UINT64_MAX: no limit.
+ */
+static uint64_t room(uint64_t used, uint64_t hard, uint64_t soft,
+		     time_t since)
+{
+	uint64_t r = UINT64_MAX;
+
+	if (hard)
+		r = hard > used ? hard - used : 0;
+	if (soft && since && time(NULL) >= since) {
+		uint64_t left = soft > used ? soft - used : 0;
+
+		if (left < r)
+			r = left;
+	}
+	return r;
+}
+
 static uint64_t space_room(struct dq *dq)
 {
-	uint64_t room = UINT64_MAX;
-
-	if (dq->bhard)
-		room = dq->bhard > dq->space ? dq->bhard - dq->space : 0;
-	if (dq->bsoft && dq->btime && time(NULL) >= dq->btime) {
-		uint64_t soft = dq->bsoft > dq->space ?
-				dq->bsoft - dq->space : 0;
-
-		if (soft < room)
-			room = soft;
-	}
-	return room;
+	return room(dq->space, dq->bhard, dq->bsoft, dq->btime);
 }
 
 static uint64_t inode_room(struct dq *dq)
 {
-	uint64_t room = UINT64_MAX;
-
-	if (dq->ihard)
-		room = dq->ihard > dq->inodes ? dq->ihard - dq->inodes : 0;
-	if (dq->isoft && dq->itime && time(NULL) >= dq->itime) {
-		uint64_t soft = dq->isoft > dq->inodes ?
-				dq->isoft - dq->inodes : 0;
-
-		if (soft < room)
-			room = soft;
-	}
-	return room;
+	return room(dq->inodes, dq->ihard, dq->isoft, dq->itime);
 }
 
 /* May owner take space more bytes and inodes more inodes?  -EDQUOT if not */

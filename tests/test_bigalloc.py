@@ -9,8 +9,6 @@ agree; every image must then pass e2fsck -fn, which checks the cluster
 bitmaps, the free cluster counts and every file's i_blocks.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import random
@@ -21,21 +19,11 @@ import pytest
 
 import f4test
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_KEEP_SIZE = f4test.FALLOC_FL_KEEP_SIZE
+FALLOC_FL_PUNCH_HOLE = f4test.FALLOC_FL_PUNCH_HOLE
+FALLOC_FL_ZERO_RANGE = f4test.FALLOC_FL_ZERO_RANGE
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                    use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                            ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, off, length):
-    if _libc.fallocate(fd, mode, off, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+fallocate = f4test.fallocate
 
 
 def _cfg(variant, cluster):

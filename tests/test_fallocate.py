@@ -11,8 +11,6 @@ files; FUSE has no request for them, so a FUSE driver must answer
 EOPNOTSUPP and leave the file alone (never a silent success).
 """
 
-import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -22,28 +20,18 @@ import pytest
 import f4test
 from f4test import pattern
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_NO_HIDE_STALE = 0x04
-FALLOC_FL_COLLAPSE_RANGE = 0x08
-FALLOC_FL_ZERO_RANGE = 0x10
-FALLOC_FL_INSERT_RANGE = 0x20
-FALLOC_FL_UNSHARE_RANGE = 0x40
+FALLOC_FL_KEEP_SIZE = f4test.FALLOC_FL_KEEP_SIZE
+FALLOC_FL_PUNCH_HOLE = f4test.FALLOC_FL_PUNCH_HOLE
+FALLOC_FL_NO_HIDE_STALE = f4test.FALLOC_FL_NO_HIDE_STALE
+FALLOC_FL_COLLAPSE_RANGE = f4test.FALLOC_FL_COLLAPSE_RANGE
+FALLOC_FL_ZERO_RANGE = f4test.FALLOC_FL_ZERO_RANGE
+FALLOC_FL_INSERT_RANGE = f4test.FALLOC_FL_INSERT_RANGE
+FALLOC_FL_UNSHARE_RANGE = f4test.FALLOC_FL_UNSHARE_RANGE
 
 KiB = 1024
 MiB = 1 << 20
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6",
-                    use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                            ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, off, length):
-    if _libc.fallocate(fd, mode, off, length) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+fallocate = f4test.fallocate
 
 
 def falloc_errno(fd, mode, off, length):
