@@ -188,7 +188,7 @@ KNOWN_DEFECTS = [
     ("found by difffuzz: chown(f, -1, -1) by a non-owner clears "
      "setuid/setgid (ext4: EPERM)",
      lambda op, v, rk, rf, ft: op[0] == "chown" and op[3] == -1 and
-     op[4] == -1 and _err(rk, "EPERM") and _ok(rf) and v in ("own", "wb")),
+     op[4] == -1 and _err(rk, "EPERM") and _ok(rf)),
     ("issue 15 item 4: rename of a directory into a hashed directory "
      "fails with ENOENT",
      lambda op, v, rk, rf, ft: op[0] == "rename" and _ok(rk) and
