@@ -165,17 +165,21 @@ static int map_journal(struct f4_txn *t, ext2_ino_t ino)
 	ext2_filsys fs = t->f->fs;
 	struct ext2_inode inode;
 	errcode_t err;
+	__u64 len;
 	__u32 i;
 
 	err = ext2fs_read_inode(fs, ino, &inode);
 	if (err)
 		return f4_errno(err);
-	if (EXT2_I_SIZE(&inode) / fs->blocksize < 1024)
+	/* The size is the image's word: no bigger than the file system */
+	len = EXT2_I_SIZE(&inode) / fs->blocksize;
+	if (len < 1024 || len > ext2fs_blocks_count(fs->super) ||
+	    len > UINT32_MAX)
 		return -EUCLEAN;
-	t->map = calloc(EXT2_I_SIZE(&inode) / fs->blocksize, sizeof(*t->map));
+	t->map = calloc(len, sizeof(*t->map));
 	if (!t->map)
 		return -ENOMEM;
-	t->maxlen = EXT2_I_SIZE(&inode) / fs->blocksize;
+	t->maxlen = len;
 	for (i = 0; i < t->maxlen; i++) {
 		err = ext2fs_bmap2(fs, ino, &inode, NULL, 0, i, NULL,
 				   &t->map[i]);
