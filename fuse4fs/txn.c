@@ -413,6 +413,20 @@ static void put_tag(struct f4_txn *t, unsigned char *p, blk64_t target,
 		put_be32(p + 8, (__u32)(target >> 32));
 }
 
+/*
+ * A block that starts with the jbd2 magic goes to the log with those four
+ * bytes zeroed (its tag says ESCAPE): a copy in scratch.
+ */
+static const unsigned char *escaped(struct f4_txn *t, const unsigned char *d,
+				    unsigned char *scratch)
+{
+	if (get_be32(d) != JBD2_MAGIC)
+		return d;
+	memcpy(scratch, d, t->bs);
+	memset(scratch, 0, 4);
+	return scratch;
+}
+
 /* Descriptor blocks and block copies. */
 static errcode_t log_blocks(struct f4_txn *t, const struct f4_io_blk *list,
 			    size_t n)
@@ -439,9 +453,7 @@ static errcode_t log_blocks(struct f4_txn *t, const struct f4_io_blk *list,
 				err = stage_flush(t);
 				if (err)
 					return err;
-				memcpy(copy, d, t->bs);
-				memset(copy, 0, 4);
-				d = copy;
+				d = escaped(t, d, copy);
 			}
 			put_tag(t, desc + off, list[i + k].key, flags, d);
 			off += t->tag_bytes;
@@ -453,14 +465,7 @@ static errcode_t log_blocks(struct f4_txn *t, const struct f4_io_blk *list,
 		tail_csum(t, desc);
 		err = log_add(t, desc);
 		for (k = 0; !err && k < cnt; k++) {
-			const unsigned char *d = list[i + k].data;
-
-			if (get_be32(d) == JBD2_MAGIC) {
-				memcpy(desc, d, t->bs);
-				memset(desc, 0, 4);	/* escaped */
-				d = desc;
-			}
-			err = log_add(t, d);
+			err = log_add(t, escaped(t, list[i + k].data, desc));
 		}
 		if (err)
 			return err;
